@@ -265,3 +265,29 @@ def test_ma_window_size_under_inject_hyperparams(rng):
         outs, _ = run_filter(tx, seq)
         for got, want in zip(outs, ref, strict=True):
             assert_trees_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ema", "ma"])
+def test_accumulator_dtype_keeps_a_bf16_filter_in_float32(rng, name):
+    seq = grads_sequence(rng, n=12)
+    make = {
+        "ema": lambda **kw: gj.grokfast_ema(alpha=0.9, lamb=2.0, **kw),
+        "ma": lambda **kw: gj.grokfast_ma(window_size=4, lamb=5.0, warmup=False, **kw),
+    }[name]
+    outs, state = run_filter(make(accumulator_dtype=jnp.float32), seq, dtype=jnp.bfloat16)
+    accumulators = state.mu if name == "ema" else state.window_sum
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(accumulators))
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(outs))
+    # against the reference run on the bf16-rounded gradients: within bf16 output rounding
+    rounded = [
+        jax.tree.map(lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64), g) for g in seq
+    ]
+    ref = (
+        ema_reference(rounded, 0.9, 2.0)
+        if name == "ema"
+        else ma_reference(rounded, 4, 5.0, "mean", False)
+    )
+    for got, want in zip(outs, ref, strict=True):
+        assert_trees_close(
+            jax.tree.map(lambda x: np.asarray(x, np.float64), got), want, rtol=1e-2, atol=1e-2
+        )

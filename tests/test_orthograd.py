@@ -194,3 +194,10 @@ def test_ortho_adamw_updates_are_orthogonal_on_the_first_step(rng):
     g = rng.standard_normal(5)
     out = apply(gj.ortho_adamw(0.01, eps=1e-25), g, w)
     assert float(out[2]) == 0.0
+
+
+def test_orthograd_eps_can_be_injected(rng):
+    w, g = random_tree(rng), random_tree(rng)
+    tx = optax.inject_hyperparams(gj.orthograd)(eps=1e-30)
+    got = apply(tx, g, w)
+    assert_trees_close(got, jax.tree.map(orthograd_reference, g, w), rtol=2e-5, atol=2e-6)
