@@ -77,9 +77,11 @@ def log_stablemax(x: jax.Array, axis: int = -1) -> jax.Array:
     """Log of :func:`stablemax`, computed as ``log_softmax(log s(x))``.
 
     ``exp(log s(x)) = s(x)``, so this equals ``log(stablemax(x))``, but the
-    log-sum-exp form cannot overflow and its gradient is finite everywhere,
-    including ``x = 0`` and ``x = ±1`` exactly, where the naive ``where`` form of the
-    reference code gives NaN gradients in float32.
+    log-sum-exp form cannot overflow and its gradient is finite everywhere. The
+    reference code's ``where(x >= 0, x + 1, 1 / (1 - x))`` has a NaN gradient at
+    ``x = 1`` exactly (its unselected branch divides by zero there), and writing
+    ``log s`` literally as ``sign(x)·log1p|x|`` would give gradient 0 at ``x = 0``
+    where the true one is 1.
 
     Example:
         >>> import jax.numpy as jnp
@@ -212,9 +214,12 @@ def zero_loss_fraction(losses: jax.Array) -> jax.Array:
 
 
 def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+    # max-normalised first: ‖a‖² would underflow in float32 below ‖a‖ ≈ 1e-19
     compute = jnp.promote_types(a.dtype, jnp.float32)
     a = a.astype(compute).ravel()
     b = b.astype(compute).ravel()
+    a = a / jnp.where(jnp.max(jnp.abs(a)) > 0, jnp.max(jnp.abs(a)), 1)
+    b = b / jnp.where(jnp.max(jnp.abs(b)) > 0, jnp.max(jnp.abs(b)), 1)
     denom = jnp.sqrt(jnp.vdot(a, a)) * jnp.sqrt(jnp.vdot(b, b))
     return jnp.where(denom > 0, jnp.vdot(a, b) / jnp.where(denom > 0, denom, 1), 0)
 

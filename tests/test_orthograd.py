@@ -15,10 +15,11 @@ EPS = 1e-30
 
 
 def orthograd_reference(g, w, eps=EPS):
-    """Prieto et al.'s projection, per leaf, in float64 (exact maths: a one-element
-    leaf has no orthogonal complement, so g⊥ = 0 there)."""
+    """Prieto et al.'s projection, per leaf, in float64. A one-element leaf has no
+    direction orthogonal to a nonzero weight (the ε → 0 limit gives g⊥ = 0); with a
+    zero weight nothing is projected out and g̃ = g."""
     if np.size(g) == 1:
-        return np.zeros(np.shape(g))
+        return np.where(np.asarray(w) == 0, g, 0.0)
     g_v, w_v = np.ravel(g).astype(np.float64), np.ravel(w).astype(np.float64)
     g_perp = g_v - (w_v @ g_v) / (w_v @ w_v + eps) * w_v
     out = g_perp * (np.linalg.norm(g_v) / (np.linalg.norm(g_perp) + eps))
@@ -201,3 +202,25 @@ def test_orthograd_eps_can_be_injected(rng):
     tx = optax.inject_hyperparams(gj.orthograd)(eps=1e-30)
     got = apply(tx, g, w)
     assert_trees_close(got, jax.tree.map(orthograd_reference, g, w), rtol=2e-5, atol=2e-6)
+
+
+def test_orthograd_one_element_leaves():
+    params = {"s": jnp.array(2.0), "b": jnp.array([0.0]), "v": jnp.array([1.0, 0.0])}
+    grads = {"s": jnp.array(-3.0), "b": jnp.array([0.7]), "v": jnp.array([1.0, 2.0])}
+    out = apply(gj.orthograd(), grads, params)
+    assert float(out["s"]) == 0.0  # nothing orthogonal to a nonzero scalar
+    np.testing.assert_array_equal(out["b"], np.float32([0.7]))  # a zero weight projects nothing out
+    np.testing.assert_allclose(out["v"], [0.0, np.sqrt(5.0)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e-30, 1e20])
+def test_orthograd_and_nlm_cosine_at_extreme_scales(scale):
+    """‖g‖² underflows (or overflows) in float32 at these scales; the result must not."""
+    w = np.array([1.0, 0.0, 0.0])
+    g = scale * np.array([3.0, 4.0, 0.0])
+    out = np.asarray(apply(gj.orthograd(), g, w), np.float64)
+    np.testing.assert_allclose(out, [0.0, 5.0 * scale, 0.0], rtol=1e-6)
+    cos = gj.nlm_cosine(jnp.asarray(w, jnp.float32), jnp.asarray(-g, jnp.float32))
+    np.testing.assert_allclose(float(cos), 0.6, rtol=1e-6)
+    cos_big_w = gj.nlm_cosine(jnp.asarray(1e20 * w, jnp.float32), jnp.asarray(-g, jnp.float32))
+    np.testing.assert_allclose(float(cos_big_w), 0.6, rtol=1e-6)

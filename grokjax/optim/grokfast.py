@@ -51,10 +51,11 @@ class GrokfastMaState(NamedTuple):
         window: per leaf a ring buffer of shape ``(window_size, *leaf.shape)`` with the
             last ``window_size`` raw gradients; gradient ``t`` (1-based) sits in slot
             ``(t - 1) % window_size``. Slots not yet written hold zeros.
-        window_sum: per leaf the running sum of the buffer's entries, kept with
-            compensated (Kahan) summation so that it stays within a few ulps of the
-            exact sum over arbitrarily long runs.
-        compensation: per leaf the Kahan compensation term of ``window_sum``.
+        window_sum: per leaf the running sum of the buffer's entries (high word).
+        compensation: per leaf the low word of the running sum: ``window_sum +
+            compensation`` is the sum in double-word precision, which stays within an
+            ulp of the exact window sum over any run, also when the gradients' scale
+            falls by orders of magnitude.
         leaving: per leaf the buffer slot the *next* gradient overwrites (zeros until
             the window is full). It is a copy of ``window[count % window_size]``, read
             right after each write: a step that read a slot and then overwrote it would
@@ -95,8 +96,10 @@ def grokfast_ema(
     Args:
         alpha: EMA momentum ``α`` in [0, 1] (paper default 0.98).
         lamb: amplification ``λ`` of the slow component (paper default 2.0).
-        accumulator_dtype: dtype of ``μ`` (default: the parameter's dtype). Use
-            ``jnp.float32`` to keep a bfloat16 model's EMA in full precision.
+        accumulator_dtype: dtype of ``μ`` (default: the parameter's dtype). The
+            update is computed in at least float32 either way, but a bfloat16 ``μ`` is
+            rounded every step (a bias of ~0.2% at α = 0.98): use ``jnp.float32`` to
+            keep a bfloat16 model's EMA in full precision.
 
     Returns:
         An :class:`optax.GradientTransformation`; ``alpha`` and ``lamb`` can be
@@ -130,11 +133,18 @@ def grokfast_ema(
         first = state.count == 0
 
         def new_mu(g: jax.Array, mu: jax.Array) -> jax.Array:
-            ema = alpha * mu + (1 - alpha) * g
-            return jnp.where(first, g, ema).astype(mu.dtype)
+            # In at least float32: in bfloat16, α and 1 - α would round separately
+            # (0.99 + 0.01 -> 0.998) and bias the average.
+            compute = jnp.promote_types(mu.dtype, jnp.float32)
+            g, mu_c = g.astype(compute), mu.astype(compute)
+            return jnp.where(first, g, alpha * mu_c + (1 - alpha) * g).astype(mu.dtype)
+
+        def amplify(g: jax.Array, mu: jax.Array) -> jax.Array:
+            compute = jnp.promote_types(g.dtype, jnp.float32)
+            return (g.astype(compute) + lamb * mu.astype(compute)).astype(g.dtype)
 
         mu = jax.tree.map(new_mu, updates, state.mu)
-        filtered = jax.tree.map(lambda g, m: (g + lamb * m).astype(g.dtype), updates, mu)
+        filtered = jax.tree.map(amplify, updates, mu)
         return filtered, GrokfastEmaState(count=optax.safe_increment(state.count), mu=mu)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -155,11 +165,25 @@ def _static_window_size(window_size: Any) -> int:
     return size
 
 
-def _kahan_add(total: jax.Array, comp: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One step of compensated summation: returns the new (sum, compensation)."""
-    y = x - comp
-    t = total + y
-    return t, (t - total) - y
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Knuth's error-free sum: ``s + e == a + b`` exactly, ``s = fl(a + b)``."""
+    s = a + b
+    b_virtual = s - a
+    return s, (a - (s - b_virtual)) + (b - b_virtual)
+
+
+def _double_add(hi: jax.Array, lo: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Add ``x`` to the unevaluated pair ``hi + lo`` (double-word arithmetic).
+
+    The pair carries about twice the working precision, so rounding errors made
+    while large gradients passed through the window stay ~ulp² of them and do not
+    swamp the sum once the gradients are small (plain Kahan summation would keep an
+    error of an ulp of the *largest* past values).
+    """
+    s, e = _two_sum(hi, x)
+    e = e + lo
+    hi = s + e
+    return hi, e - (hi - s)
 
 
 def grokfast_ma(
@@ -185,9 +209,10 @@ def grokfast_ma(
     entries stored so far, as in the authors' ``gradfilter_ma``.
 
     The window is a ring buffer in the optax state, so the filter jits and vmaps.
-    Its running sum is updated in O(parameters) per step with compensated
-    summation instead of re-summing ``w`` buffers (which costs ~100x more here), and
-    stays within a few ulps of the exact window sum over any run length.
+    Its running sum is updated in O(parameters) per step in double-word arithmetic
+    instead of re-summing ``w`` buffers (which costs ~370x more on the CPU,
+    ``benchmarks/grokfast_ma_state.py``), and stays within an ulp of the exact window
+    sum over any run, also when the gradient scale changes by orders of magnitude.
 
     Args:
         window_size: ``w``, the number of raw gradients averaged (paper default 100).
@@ -197,7 +222,7 @@ def grokfast_ma(
         filter_type: ``"mean"`` (divide by the number of entries) or ``"sum"``.
         warmup: pass gradients through unchanged until the window is full.
         accumulator_dtype: dtype of the running sum (default: the parameter's
-            dtype). The buffer always stores gradients in their own dtype.
+            dtype). The buffer stores gradients in the parameter's dtype.
 
     Returns:
         An :class:`optax.GradientTransformation`. Memory: ``w + 3`` copies of the
@@ -252,12 +277,15 @@ def grokfast_ma(
 
         out = []
         for g, buf, total, comp, old in zip(g_leaves, bufs, sums, comps, olds, strict=True):
-            total, comp = _kahan_add(total, comp, g.astype(total.dtype))
-            total, comp = _kahan_add(total, comp, -old.astype(total.dtype))
-            buf = lax.dynamic_update_index_in_dim(buf, g.astype(buf.dtype), slot, 0)
+            stored = g.astype(buf.dtype)  # the sum must track exactly what the buffer holds
+            total, comp = _double_add(total, comp, stored.astype(total.dtype))
+            total, comp = _double_add(total, comp, -old.astype(total.dtype))
+            buf = lax.dynamic_update_index_in_dim(buf, stored, slot, 0)
             old = lax.dynamic_index_in_dim(buf, (count + 1) % w, 0, keepdims=False)
-            avg = total / n_stored if filter_type == "mean" else total
-            filtered = g + lamb * avg
+            compute = jnp.promote_types(g.dtype, jnp.float32)
+            window_total = total.astype(compute) + comp.astype(compute)
+            avg = window_total / n_stored if filter_type == "mean" else window_total
+            filtered = g.astype(compute) + lamb * avg
             if warmup:
                 filtered = jnp.where(count + 1 >= w, filtered, g)
             out.append((filtered.astype(g.dtype), buf, total, comp, old))

@@ -34,21 +34,35 @@ def _positive_eps(eps: Any, dtype: Any) -> jax.Array:
     return jnp.where((eps_d == 0) & (eps > 0), tiny, eps_d)
 
 
+def _unit_scaled(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(v / max|v|, max|v|)``, with ``v`` unchanged where it is all zeros.
+
+    The projection is linear in ``g`` and invariant to the scale of ``w``, so working
+    on max-normalised vectors changes nothing but keeps ``‖v‖²`` from underflowing
+    (in float32 it does below ‖v‖ ≈ 1e-19, a size gradients reach near Softmax
+    Collapse) or overflowing.
+    """
+    scale = jnp.max(jnp.abs(v))
+    safe = jnp.where(scale > 0, scale, 1)
+    return v / safe, safe
+
+
 def _orthogonalize(g: jax.Array, w: jax.Array, eps: Any) -> jax.Array:
     if g.size == 1:
-        # No direction is orthogonal to a single number: g⊥ = 0 exactly. The formula
-        # would instead rescale the projection's rounding noise to the full norm ‖g‖,
-        # with a random sign.
-        return jnp.zeros_like(g)
+        # No direction is orthogonal to a nonzero number: g⊥ = 0 exactly (the formula
+        # would rescale the projection's rounding noise to the full norm ‖g‖, with a
+        # random sign). A zero weight has nothing to project out: g̃ = g.
+        return jnp.where(w == 0, g, jnp.zeros_like(g))
     # Reductions run in at least float32 (bf16/f16 leaves are upcast), result in g's dtype.
     compute = jnp.promote_types(g.dtype, jnp.float32)
-    g_v = g.astype(compute).ravel()
-    w_v = w.astype(compute).ravel()
+    g_v, g_scale = _unit_scaled(g.astype(compute).ravel())
+    w_v, _ = _unit_scaled(w.astype(compute).ravel())
     e = _positive_eps(eps, compute)
     g_perp = g_v - (jnp.vdot(w_v, g_v) / (jnp.vdot(w_v, w_v) + e)) * w_v
     g_norm = jnp.sqrt(jnp.vdot(g_v, g_v))
     g_perp_norm = jnp.sqrt(jnp.vdot(g_perp, g_perp))
-    return (g_perp * (g_norm / (g_perp_norm + e))).reshape(g.shape).astype(g.dtype)
+    out = g_perp * (g_norm / (g_perp_norm + e)) * g_scale
+    return out.reshape(g.shape).astype(g.dtype)
 
 
 class OrthogradState(NamedTuple):
@@ -68,8 +82,11 @@ def orthograd(eps: float = 1e-30) -> optax.GradientTransformation:
     So ``⟨w, g̃⟩ ≈ 0`` and ``‖g̃‖ = ‖g‖`` (up to ``ε``). Zero weights leave ``g``
     unchanged; a zero gradient stays zero; neither produces NaN. Every leaf is
     projected (use :func:`optax.masked` to exempt some). A one-element leaf (a
-    learnable scalar) has no direction orthogonal to itself, so its gradient becomes
-    exactly 0: mask such leaves out if they should train. The sums run in float32 for
+    learnable scalar) has no direction orthogonal to a nonzero weight, so its
+    gradient becomes exactly 0 (``g`` itself while the weight is 0): mask such leaves
+    out if they should train. The reductions run on max-normalised vectors, which
+    leaves the result unchanged but keeps tiny gradients (‖g‖ < 1e-19 in float32)
+    from underflowing to a zero update. The sums run in float32 for
     half-precision leaves and in the leaf's dtype otherwise; the output keeps the
     gradient's dtype. Where ``ε`` underflows in that dtype the smallest positive
     normal number is used instead.
