@@ -1,0 +1,330 @@
+"""The Grokfast decoder (Lee et al. 2024, ``ironjr/grokfast`` ``main.py``) in Flax NNX.
+
+A GPT-style decoder-only transformer that reproduces the reference PyTorch model layer
+for layer, including its initialisation (PyTorch's defaults) and one quirk: each block
+adds the attention output onto the *normalised* input, ``x ← LN₁(x) + Attn(LN₁(x))``,
+so the raw block input never reaches the output directly.
+
+Layout is batch-first: tokens ``(B, T)`` → logits ``(B, T, V)``. Inside, projections and
+the MLP act on operands flattened to ``(B·T, D)``: under XLA on the CPU, dots that keep
+extra batch dimensions ran about 2x slower in the backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.typing import DTypeLike
+
+from grokjax.nn.mlp import get_activation, sow_if_capturing, uniform_init
+from grokjax.nn.rope import apply_rope
+
+__all__ = ["Block", "Decoder"]
+
+POSITIONS = ("learned", "rope")
+LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm default
+
+
+def _layer_norm(
+    width: int, dtype: DTypeLike | None, param_dtype: DTypeLike, rngs: nnx.Rngs
+) -> nnx.LayerNorm:
+    return nnx.LayerNorm(
+        width,
+        epsilon=LAYER_NORM_EPS,
+        use_fast_variance=False,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def _torch_linear(
+    n_in: int,
+    n_out: int,
+    *,
+    use_bias: bool = True,
+    zero_bias: bool = False,
+    dtype: DTypeLike | None,
+    param_dtype: DTypeLike,
+    rngs: nnx.Rngs,
+) -> nnx.Linear:
+    """``nn.Linear(n_in, n_out)`` with PyTorch's default init: W, b ~ U(±1/√n_in)."""
+    bound = 1.0 / math.sqrt(n_in)
+    return nnx.Linear(
+        n_in,
+        n_out,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=uniform_init(bound),
+        bias_init=nnx.initializers.zeros_init() if zero_bias else uniform_init(bound),
+        rngs=rngs,
+    )
+
+
+def _dense_cols(layer: nnx.Linear, x_ND: jax.Array, start: int, stop: int) -> jax.Array:
+    """Output columns ``start:stop`` of ``layer(x_ND)``, computing only those."""
+    kernel = layer.kernel[...][:, start:stop]
+    bias = layer.bias[...][start:stop]
+    x_ND, kernel, bias = layer.promote_dtype((x_ND, kernel, bias), dtype=layer.dtype)
+    return x_ND @ kernel + bias
+
+
+def _check_config(width: int, heads: int, activation: str, positions: str) -> None:
+    if heads <= 0 or width % heads:
+        raise ValueError(f"width ({width}) must be divisible by heads ({heads}).")
+    get_activation(activation)
+    if positions not in POSITIONS:
+        raise ValueError(f"Unknown positions {positions!r}; allowed: {', '.join(POSITIONS)}.")
+
+
+def _attention(
+    q_BQHK: jax.Array, k_BTHK: jax.Array, v_BTHK: jax.Array, *, causal: bool
+) -> tuple[jax.Array, jax.Array]:
+    """Scaled dot-product attention: probabilities ``(B, H, Q, T)`` and heads ``(B, Q, H, K)``.
+
+    With ``causal``, query ``i`` sees keys ``0 … i`` (requires ``Q == T``); without it,
+    every query sees every key (used for the last position alone). Scores and softmax
+    are computed in float32.
+    """
+    scale = 1.0 / math.sqrt(q_BQHK.shape[-1])
+    scores_BHQT = (
+        jnp.einsum("bqhk,bthk->bhqt", q_BQHK, k_BTHK, preferred_element_type=jnp.float32) * scale
+    )
+    if causal:
+        T = k_BTHK.shape[1]
+        scores_BHQT = jnp.where(jnp.tril(jnp.ones((T, T), bool)), scores_BHQT, -jnp.inf)
+    probs_BHQT = jax.nn.softmax(scores_BHQT.astype(jnp.float32), axis=-1)
+    heads_BQHK = jnp.einsum("bhqt,bthk->bqhk", probs_BHQT.astype(v_BTHK.dtype), v_BTHK)
+    return probs_BHQT, heads_BQHK
+
+
+class Block(nnx.Module):
+    """One pre-LN decoder block of the Grokfast reference, with its residual quirk.
+
+    With ``LN`` LayerNorm (ε = 1e-5), ``Attn`` causal multi-head self-attention and
+    ``σ`` the activation, the block maps ``x ∈ ℝ^{T×D}`` to
+
+        h = LN₁(x)
+        u = h + Attn(h)                     # residual onto the normalised x
+        y = u + σ(LN₂(u) W₁ + b₁) W₂ + b₂
+
+    ``Attn(h) = concat_j softmax(Q_j K_jᵀ/√d_h + M) V_j · W_o + b_o`` with per-head
+    ``Q_j, K_j, V_j`` from one fused projection ``h W_qkv + b_qkv`` (columns
+    ``[q | k | v]``, heads contiguous within each, as PyTorch's ``in_proj_weight``ᵀ),
+    ``d_h = D/H`` and ``M`` the causal mask (−∞ above the diagonal). Scores and softmax
+    are computed in float32. With ``positions="rope"``, ``Q_j`` and ``K_j`` are rotated
+    by :func:`~grokjax.nn.rope.apply_rope` first.
+
+    Initialisation (PyTorch defaults): ``W_qkv ~ U(±√(6/(D + 3D)))`` (Xavier-uniform as
+    one ``(D, 3D)`` matrix), ``b_qkv = 0``; ``W_o ~ U(±1/√D)``, ``b_o = 0``; ``W₁, b₁ ~
+    U(±1/√D)``, ``W₂, b₂ ~ U(±1/√(rD))``; LayerNorm scale 1, bias 0.
+
+    Sown under :func:`nnx.capture` (as ``nnx.Intermediate``): ``"block_input"`` (x),
+    ``"attention"`` (probabilities, ``(B, H, T, T)``), ``"attention_output"``
+    (``Attn(h)``), ``"mlp_hidden"`` (``σ(…)``, ``(B, T, rD)``) and ``"block_output"`` (y).
+    With ``last_only`` the query-side ones have ``T = 1``.
+
+    >>> block = Block(32, heads=4, rngs=nnx.Rngs(0))
+    >>> block(jnp.ones((2, 6, 32))).shape
+    (2, 6, 32)
+    """
+
+    def __init__(
+        self,
+        width: int,
+        *,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        activation: str = "gelu",
+        positions: str = "learned",
+        rope_base: float = 10000.0,
+        dtype: DTypeLike | None = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        _check_config(width, heads, activation, positions)
+        self.width = width
+        self.heads = heads
+        self.activation = activation
+        self.positions = positions
+        self.rope_base = float(rope_base)
+        linear = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.ln_1 = _layer_norm(width, **linear)
+        self.ln_2 = _layer_norm(width, **linear)
+        self.qkv = nnx.Linear(
+            width,
+            3 * width,
+            kernel_init=nnx.initializers.xavier_uniform(),
+            bias_init=nnx.initializers.zeros_init(),
+            **linear,
+        )
+        self.out = _torch_linear(width, width, zero_bias=True, **linear)
+        self.mlp_in = _torch_linear(width, mlp_ratio * width, **linear)
+        self.mlp_out = _torch_linear(mlp_ratio * width, width, **linear)
+
+    def __call__(self, x_BTD: jax.Array, *, last_only: bool = False) -> jax.Array:
+        """Apply the block: ``(B, T, D) → (B, T, D)``, or ``(B, 1, D)`` if ``last_only``.
+
+        With ``last_only`` only the last position's output is computed: its query,
+        attention output and MLP (keys and values still come from every position).
+        """
+        B, T, D = x_BTD.shape
+        H = self.heads
+        K = D // H
+        Q = 1 if last_only else T
+        sow_if_capturing(self, "block_input", x_BTD)
+
+        h_ND = self.ln_1(x_BTD.reshape(B * T, D))
+        if last_only:
+            h_QD = h_ND.reshape(B, T, D)[:, -1]  # (B·1, D)
+            q_QD = _dense_cols(self.qkv, h_QD, 0, D)
+            kv_N2D = _dense_cols(self.qkv, h_ND, D, 3 * D)
+            k_ND, v_ND = kv_N2D[:, :D], kv_N2D[:, D:]
+        else:
+            h_QD = h_ND
+            qkv_N3D = self.qkv(h_ND)
+            q_QD, k_ND, v_ND = qkv_N3D[:, :D], qkv_N3D[:, D : 2 * D], qkv_N3D[:, 2 * D :]
+        q_BQHK = q_QD.reshape(B, Q, H, K)
+        k_BTHK = k_ND.reshape(B, T, H, K)
+        v_BTHK = v_ND.reshape(B, T, H, K)
+        if self.positions == "rope":
+            q_BQHK = apply_rope(q_BQHK, jnp.arange(T - Q, T), self.rope_base)
+            k_BTHK = apply_rope(k_BTHK, jnp.arange(T), self.rope_base)
+
+        probs_BHQT, heads_BQHK = _attention(q_BQHK, k_BTHK, v_BTHK, causal=not last_only)
+        sow_if_capturing(self, "attention", probs_BHQT)
+        attn_QD = self.out(heads_BQHK.reshape(B * Q, D))
+        sow_if_capturing(self, "attention_output", attn_QD.reshape(B, Q, D))
+
+        u_QD = h_QD + attn_QD  # the reference's residual onto LN₁(x)
+        hidden_QF = get_activation(self.activation)(self.mlp_in(self.ln_2(u_QD)))
+        sow_if_capturing(self, "mlp_hidden", hidden_QF.reshape(B, Q, -1))
+        y_BQD = (u_QD + self.mlp_out(hidden_QF)).reshape(B, Q, D)
+        sow_if_capturing(self, "block_output", y_BQD)
+        return y_BQD
+
+
+class Decoder(nnx.Module):
+    """The Grokfast decoder-only transformer: tokens ``(B, T)`` → logits ``(B, T, V)``.
+
+    With token embedding ``E ∈ ℝ^{V×D}``, position embedding ``P ∈ ℝ^{S×D}`` (S =
+    ``seq_len``), blocks ``f_1 … f_L`` (:class:`Block`) and head ``W ∈ ℝ^{D×V}``:
+
+        h_0[t] = E[tokens[t]] + P[t]       (no P with positions="rope")
+        h_l    = f_l(h_{l−1})
+        logits = LN_f(h_L) W               (no bias)
+
+    Initialisation as PyTorch's defaults: ``E, P ~ N(0, 1)``, ``W ~ U(±1/√D)``, blocks
+    as in :class:`Block`. The reference configuration (Lee et al.'s modular arithmetic)
+    is ``Decoder(p + 2, seq_len=5)`` (width 128, depth 2, 4 heads) — 422,784 parameters
+    for ``p = 97``.
+
+    Args:
+        vocab_size: number of tokens ``V``.
+        seq_len: number of rows ``S`` of the learned position table (longest input).
+        depth: number of blocks ``L``.
+        width: model width ``D``.
+        heads: attention heads ``H`` (must divide ``width``).
+        mlp_ratio: MLP hidden width as a multiple of ``D``.
+        activation: MLP activation, ``"gelu"`` (exact erf, as ``torch.nn.GELU``),
+            ``"relu"`` or ``"silu"``.
+        positions: ``"learned"`` (table ``P``) or ``"rope"`` (rotary embedding of the
+            queries and keys in every block, base ``rope_base``; no table).
+        rope_base: RoPE frequency base.
+        dtype: computation dtype.
+        param_dtype: parameter dtype.
+        rngs: random number streams; the ``params`` stream initialises the weights.
+
+    ``model(tokens_BT)`` gives the logits. Analysis values are sown as
+    ``nnx.Intermediate`` (per block as in :class:`Block`, plus ``"final_hidden"`` =
+    ``LN_f(h_L)``, the head's input) and are read with :func:`nnx.capture`; plain calls
+    record nothing:
+
+    >>> model = Decoder(13, seq_len=6, width=32, rngs=nnx.Rngs(0))
+    >>> tokens = jnp.zeros((2, 6), jnp.int32)
+    >>> model(tokens).shape
+    (2, 6, 13)
+    >>> logits, inter = nnx.capture(model, nnx.Intermediate)(tokens)
+    >>> inter["blocks"][1]["attention"][0].shape  # (B, H, T, T), one entry per call
+    (2, 4, 6, 6)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        seq_len: int,
+        depth: int = 2,
+        width: int = 128,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        activation: str = "gelu",
+        positions: str = "learned",
+        rope_base: float = 10000.0,
+        dtype: DTypeLike | None = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        _check_config(width, heads, activation, positions)
+        self.vocab_size = vocab_size
+        self.seq_len = seq_len
+        self.positions = positions
+        embed = dict(
+            dtype=dtype,
+            param_dtype=param_dtype,
+            embedding_init=nnx.initializers.normal(stddev=1.0),
+            rngs=rngs,
+        )
+        self.token_embedding = nnx.Embed(vocab_size, width, **embed)
+        self.position_embedding = (
+            nnx.Embed(seq_len, width, **embed) if positions == "learned" else None
+        )
+        self.blocks = nnx.List(
+            [
+                Block(
+                    width,
+                    heads=heads,
+                    mlp_ratio=mlp_ratio,
+                    activation=activation,
+                    positions=positions,
+                    rope_base=rope_base,
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.ln_f = _layer_norm(width, dtype, param_dtype, rngs)
+        self.head = _torch_linear(
+            width, vocab_size, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+
+    def __call__(self, tokens_BT: jax.Array, *, last_only: bool = False) -> jax.Array:
+        """Logits ``(B, T, V)`` for integer tokens ``(B, T)``; ``(B, V)`` if ``last_only``.
+
+        ``last_only=True`` returns ``model(tokens)[:, -1]``, computing the last block's
+        query side, ``LN_f`` and the head for the last position only (about 25% fewer
+        FLOPs for the reference model, whose loss reads only the last position).
+        """
+        B, T = tokens_BT.shape
+        x_BTD = self.token_embedding(tokens_BT)
+        if self.position_embedding is not None:
+            if self.seq_len < T:
+                raise ValueError(f"got {T} tokens per sequence, but seq_len is {self.seq_len}.")
+            x_BTD = x_BTD + self.position_embedding.embedding[...][:T].astype(x_BTD.dtype)
+        for i, block in enumerate(self.blocks):
+            x_BTD = block(x_BTD, last_only=last_only and i == len(self.blocks) - 1)
+        if last_only and not len(self.blocks):
+            x_BTD = x_BTD[:, -1:]
+        Q, D = x_BTD.shape[1:]
+        final_QD = self.ln_f(x_BTD.reshape(B * Q, D))
+        sow_if_capturing(self, "final_hidden", final_QD.reshape(B, Q, D))
+        logits_QV = self.head(final_QD)
+        if last_only:
+            return logits_QV
+        return logits_QV.reshape(B, T, -1)
