@@ -1,54 +1,112 @@
 """The ``grokjax`` console script.
 
-``grokjax run`` runs the main job on its built-in defaults. For now that is the
-⊥AdamW-vs-AdamW demonstration of :mod:`grokjax.demo`; the experiment trainer with
-configs, sweeps and reports replaces it.
+- ``grokjax run [CONFIG] [--set key=value …]``: train an experiment (default: the
+  Grokfast comparison ``grokfast_modmul``), write ``runs/<name>_<timestamp>/``.
+- ``grokjax run --resume RUN_DIR``: continue a run from its latest checkpoint.
+- ``grokjax list``: built-in configs and ``experiments/*.toml``.
+- ``grokjax report RUN_DIR``: redraw the figures and rewrite ``report.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 import grokjax
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _modulus(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"the modulus must be at least 2, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grokjax", description=grokjax.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"grokjax {grokjax.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
-        "run", help="run the main job: ⊥AdamW groks (a + b) mod p where AdamW does not"
-    )
-    run.add_argument("--p", type=_modulus, default=113, help="the modulus (default 113)")
+
+    run = commands.add_parser("run", help="train an experiment (default: grokfast_modmul)")
     run.add_argument(
-        "--steps", type=_positive_int, default=300, help="full-batch steps (default 300)"
+        "config", nargs="?", help="a built-in name, an experiments/ name or a .toml path"
     )
-    run.add_argument("--seed", type=int, default=0, help="data split and init seed (default 0)")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set steps=500 --set data.p=23 (repeatable)",
+    )
+    run.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint"
+    )
+    run.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs/)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    commands.add_parser("list", help="list the configs `grokjax run` accepts")
+
+    report = commands.add_parser("report", help="redraw a run's figures and rewrite its report.md")
+    report.add_argument("run_dir")
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from grokjax.train import (
+        apply_overrides,
+        new_run_dir,
+        resolve,
+        resume_experiment,
+        run_experiment,
+    )
+    from grokjax.viz import write_report
+
+    if args.resume:
+        steps = None
+        for item in args.overrides:
+            key, _, value = item.partition("=")
+            if key.strip() != "steps" or not value.strip().isdigit():
+                raise SystemExit(
+                    f"grokjax run --resume: only --set steps=N may change a run, got {item!r}."
+                )
+            steps = int(value)
+        if args.config:
+            raise SystemExit("grokjax run --resume: the run keeps its own config; drop CONFIG.")
+        result = resume_experiment(args.resume, steps=steps, progress=not args.no_progress)
+    else:
+        config = apply_overrides(resolve(args.config), args.overrides)
+        run_dir = new_run_dir(config, args.runs_dir)
+        print(f"{config.name}: writing {run_dir}")
+        result = run_experiment(config, run_dir=run_dir, progress=not args.no_progress)
+    report = write_report(result.run_dir, extra=_timing(result))
+    print(report.read_text().split("## Figures")[0].rstrip())
+    print(f"\nreport: {report}")
+    return 0
+
+
+def _timing(result) -> str:
+    return (
+        f"Wall time {result.seconds:.1f} s on {result.config.name} (compilation included); "
+        f"{result.compilations} compilation(s) of the training program."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        from grokjax import demo  # imports flax and compiles: only when asked
+    from grokjax.train.config import ConfigError
 
-        demo.run(p=args.p, steps=args.steps, seed=args.seed, progress=not args.no_progress)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "list":
+            from grokjax.train import available
+
+            for name, source in available().items():
+                print(f"{name:<28} {source}")
+            return 0
+        if args.command == "report":
+            from grokjax.viz import write_report
+
+            print(write_report(pathlib.Path(args.run_dir)))
+            return 0
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"grokjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import tomllib
@@ -71,6 +72,7 @@ def test_readme_python_blocks_run(capsys):
     out = capsys.readouterr().out
     assert re.search(r"loss \d+\.\d{3}, softmax-collapse fraction \d\.\d\d", out)
     assert "[0.5 2.  5. ]" in out
+    assert "1 ['baseline', 'grokfast_ema', 'grokfast_ma']" in out
 
 
 def test_readme_commands_match_ci():
@@ -81,26 +83,51 @@ def test_readme_commands_match_ci():
     assert "grokjax run" in commands
 
 
-def test_cli_run_prints_the_results_table(capsys):
-    assert cli.main(["run", "--p", "7", "--steps", "30", "--no-progress"]) == 0
+CLI_TINY = ["data.p=11", "model.hidden=[16, 16]", "batch_size=48", "steps=20", "eval_every=5"]
+
+
+def test_cli_run_report_resume_and_list(tmp_path, capsys):
+    sets = [arg for item in CLI_TINY for arg in ("--set", item)]
+    argv = ["run", "orthograd_quick", *sets, "--runs-dir", str(tmp_path), "--no-progress"]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "(a + b) mod 7" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith(("AdamW", "⊥AdamW"))]
-    assert [row[0] for row in rows] == ["AdamW", "⊥AdamW"]
-    for row in rows:
-        assert 0.0 <= float(row[1]) <= 1.0
+    (run_dir,) = tmp_path.iterdir()
+    assert "| adamw |" in out and "| ortho_adamw |" in out
+    for name in ("config.json", "metrics.jsonl", "grokking.json", "report.md"):
+        assert (run_dir / name).exists(), name
+    for name in ("accuracy.png", "loss.png", "steps_to_grok.png"):
+        assert (run_dir / "plots" / name).stat().st_size > 1000, name
+    assert (run_dir / "checkpoints").is_dir()
+
+    (run_dir / "report.md").unlink()
+    assert cli.main(["report", str(run_dir)]) == 0
+    assert "## Results" in (run_dir / "report.md").read_text()
+
+    assert cli.main(["run", "--resume", str(run_dir), "--set", "steps=30", "--no-progress"]) == 0
+    steps = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert max(steps) == 30
+
+    assert cli.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert "grokfast_modmul" in listed and "grokfast_modmul_full" in listed
 
 
-@pytest.mark.parametrize("argv", [["run", "--steps", "0"], ["run", "--p", "1"], ["fly"]])
-def test_cli_rejects_bad_arguments(argv, capsys):
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "--set", "data.p=1"], "data.p = 1: must be an integer >= 2"),
+        (["run", "no_such_config"], "unknown config 'no_such_config'"),
+        (["report", "/nonexistent/run"], "not found"),
+    ],
+)
+def test_cli_reports_bad_input_clearly(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_commands(capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
+        cli.main(["fly"])
     assert exc.value.code == 2
-    assert "error" in capsys.readouterr().err
-
-
-def test_demo_rejects_bad_train_fraction():
-    from grokjax.demo import modular_addition_onehot
-
-    with pytest.raises(ValueError, match="train_fraction"):
-        modular_addition_onehot(7, 1.5)

@@ -1,0 +1,377 @@
+"""Experiment configs: frozen dataclasses, validated field by field.
+
+A config names its data, model, training budget and one or more *methods*. A method
+is an optimizer recipe trained for several seeds and, optionally, a grid of swept
+hyperparameters; its members (seeds × grid points) share one optimizer structure and
+run vmapped. All methods of an experiment run in one compiled program.
+
+Configs load from TOML files (``experiments/*.toml``) or built-in presets, and accept
+dotted overrides such as ``steps=2000``, ``data.p=23`` or ``methods.0.seeds=[0, 1]``.
+Every error names the offending key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "apply_overrides",
+    "from_dict",
+    "load_toml",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message names it and what is allowed."""
+
+
+def _choice(path: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{path} = {value!r} is not allowed; choose one of {list(allowed)}.")
+
+
+def _check(path: str, ok: bool, requirement: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{path} = {value!r}: must be {requirement}.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Binary-operation table mod ``p`` and its split (see :mod:`grokjax.data`)."""
+
+    op: str = "x*y"
+    p: int = 97
+    train_fraction: float = 0.5
+    y_min: int = 0
+    encoding: str = "tokens"
+
+    def validate(self, path: str = "data") -> None:
+        from grokjax.data import OPERATIONS
+
+        _choice(f"{path}.op", self.op, list(OPERATIONS))
+        _check(f"{path}.p", self.p >= 2, "an integer >= 2", self.p)
+        _check(
+            f"{path}.train_fraction",
+            0.0 < self.train_fraction < 1.0,
+            "strictly between 0 and 1",
+            self.train_fraction,
+        )
+        _check(f"{path}.y_min", 0 <= self.y_min < self.p, "in [0, p)", self.y_min)
+        _choice(f"{path}.encoding", self.encoding, ["tokens", "tokens_no_op", "onehot"])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``kind = "decoder"`` (the Grokfast transformer) or ``"mlp"`` (Prieto's MLP)."""
+
+    kind: str = "decoder"
+    depth: int = 2
+    width: int = 128
+    heads: int = 4
+    mlp_ratio: int = 4
+    activation: str = "gelu"
+    positions: str = "learned"
+    rope_base: float = 10000.0
+    hidden: tuple[int, ...] = (200, 200)
+    use_bias: bool = False
+
+    def validate(self, path: str = "model") -> None:
+        _choice(f"{path}.kind", self.kind, ["decoder", "mlp"])
+        for name in ("depth", "width", "heads", "mlp_ratio"):
+            value = getattr(self, name)
+            _check(f"{path}.{name}", value >= 1, "a positive integer", value)
+        _check(
+            f"{path}.width",
+            self.width % self.heads == 0,
+            f"divisible by heads ({self.heads})",
+            self.width,
+        )
+        _choice(f"{path}.activation", self.activation, ["gelu", "relu", "silu"])
+        _choice(f"{path}.positions", self.positions, ["learned", "rope"])
+        _check(f"{path}.rope_base", self.rope_base > 1.0, "> 1", self.rope_base)
+        _check(
+            f"{path}.hidden",
+            len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+            "a non-empty list of positive widths",
+            self.hidden,
+        )
+
+
+# Optimizer fields that inject_hyperparams may sweep (floats); the rest are structural.
+SWEEPABLE = ("learning_rate", "b1", "b2", "eps", "weight_decay", "alpha", "lamb", "momentum")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """An optimizer recipe: [Grokfast filter] → [⊥Grad] → Adam or SGD, with warm-up.
+
+    ``decay = "coupled"`` adds ``weight_decay·w`` to the gradient before Adam (PyTorch
+    ``Adam(weight_decay=…)``, the Grokfast paper's runs); ``"decoupled"`` is AdamW.
+    The learning rate is scaled by ``min(k / warmup_steps, 1)`` for update ``k = 0, 1, …``.
+    """
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-8
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    decay: str = "coupled"
+    warmup_steps: int = 10
+    filter: str = "none"
+    alpha: float = 0.98
+    lamb: float = 2.0
+    window_size: int = 100
+    filter_type: str = "mean"
+    filter_warmup: bool = True
+    orthograd: bool = False
+
+    def validate(self, path: str = "optimizer") -> None:
+        _choice(f"{path}.name", self.name, ["adam", "sgd"])
+        _check(f"{path}.learning_rate", self.learning_rate >= 0, ">= 0", self.learning_rate)
+        _check(f"{path}.b1", 0 <= self.b1 < 1, "in [0, 1)", self.b1)
+        _check(f"{path}.b2", 0 <= self.b2 < 1, "in [0, 1)", self.b2)
+        _check(f"{path}.eps", self.eps >= 0, ">= 0", self.eps)
+        _check(f"{path}.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
+        _check(f"{path}.weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
+        _choice(f"{path}.decay", self.decay, ["coupled", "decoupled"])
+        _check(f"{path}.warmup_steps", self.warmup_steps >= 0, ">= 0", self.warmup_steps)
+        _choice(f"{path}.filter", self.filter, ["none", "ema", "ma"])
+        _check(f"{path}.alpha", 0 <= self.alpha <= 1, "in [0, 1]", self.alpha)
+        _check(f"{path}.window_size", self.window_size >= 1, ">= 1", self.window_size)
+        _choice(f"{path}.filter_type", self.filter_type, ["mean", "sum"])
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One optimizer recipe, trained for every seed × every point of ``sweep``."""
+
+    label: str
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    seeds: tuple[int, ...] = (0,)
+    sweep: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def validate(self, path: str) -> None:
+        _check(f"{path}.label", bool(self.label), "a non-empty string", self.label)
+        self.optimizer.validate(f"{path}.optimizer")
+        _check(f"{path}.seeds", len(self.seeds) >= 1, "a non-empty list of ints", self.seeds)
+        _check(f"{path}.seeds", len(set(self.seeds)) == len(self.seeds), "distinct", self.seeds)
+        for name, values in self.sweep.items():
+            _choice(f"{path}.sweep key", name, SWEEPABLE)
+            _check(f"{path}.sweep.{name}", len(values) >= 1, "a non-empty list", values)
+            for value in values:  # each swept value must itself be a valid setting
+                dataclasses.replace(self.optimizer, **{name: value}).validate(
+                    f"{path}.sweep.{name}"
+                )
+
+    def members(self) -> list[tuple[int, dict[str, float]]]:
+        """``(seed, swept hyperparameters)`` for every member, grid-major then seed."""
+        names = sorted(self.sweep)
+        grid = itertools.product(*(self.sweep[n] for n in names))
+        return [
+            (seed, dict(zip(names, point, strict=True))) for point in grid for seed in self.seeds
+        ]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: data, model, budget, evaluation, and the methods compared."""
+
+    name: str
+    methods: tuple[MethodConfig, ...]
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 300_000
+    batch_size: int = 512
+    sampling: str = "epoch"
+    eval_every: int = 0
+    evals_per_sync: int = 10
+    loss: str = "softmax"
+    train_threshold: float = 0.99
+    val_threshold: float = 0.95
+    stop_when_grokked: bool = True
+    checkpoint_every: int = 0
+    shard_members: bool = True
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _check("name", bool(self.name) and "/" not in self.name, "a non-empty name", self.name)
+        _check("methods", len(self.methods) >= 1, "at least one method", self.methods)
+        labels = [m.label for m in self.methods]
+        _check("methods", len(set(labels)) == len(labels), "distinct labels", labels)
+        for i, method in enumerate(self.methods):
+            method.validate(f"methods.{i}")
+        self.data.validate()
+        self.model.validate()
+        _check("steps", self.steps >= 1, "a positive integer", self.steps)
+        _check("batch_size", self.batch_size >= 1, "a positive integer", self.batch_size)
+        _choice("sampling", self.sampling, ["epoch", "iid"])
+        _check("eval_every", self.eval_every >= 0, ">= 0 (0: once per epoch)", self.eval_every)
+        _check("evals_per_sync", self.evals_per_sync >= 1, ">= 1", self.evals_per_sync)
+        _choice("loss", self.loss, ["softmax", "stablemax"])
+        _check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
+        _check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
+        _check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
+        if self.data.encoding == "onehot":
+            _check("model.kind", self.model.kind == "mlp", "'mlp' for onehot data", self.model.kind)
+        elif self.model.kind == "mlp":
+            _check("data.encoding", False, "'onehot' for an mlp model", self.data.encoding)
+
+    def steps_per_epoch(self, num_train: int) -> int:
+        return math.ceil(num_train / self.batch_size)
+
+    def eval_interval(self, num_train: int) -> int:
+        """Steps between evaluations: ``eval_every`` or, when 0, one epoch."""
+        return self.eval_every or self.steps_per_epoch(num_train)
+
+
+# --- dict / TOML conversion -----------------------------------------------------------
+
+
+def to_dict(config: Any) -> Any:
+    """A JSON-ready dict of a config (tuples become lists)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, Mapping):
+        return {k: to_dict(v) for k, v in config.items()}
+    if isinstance(config, (tuple, list)):
+        return [to_dict(v) for v in config]
+    return config
+
+
+def _convert(path: str, value: Any, hint: Any) -> Any:
+    """Check and convert ``value`` to the annotated type ``hint``."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} = {value!r}: must be a number.")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} = {value!r}: must be an integer.")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} = {value!r}: must be true or false.")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} = {value!r}: must be a string.")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} = {value!r}: must be a list.")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_convert(f"{path}.{i}", v, item) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path} = {value!r}: must be a table of key = [values].")
+        _, item = typing.get_args(hint)
+        return {k: _convert(f"{path}.{k}", v, item) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config annotation {hint!r} at {path}")
+    return value
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build config dataclass ``cls`` from a (parsed TOML/JSON) dict, validating keys."""
+    where = path or "the config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a table, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {sorted(fields)}.")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{path}.{name}" if path else name
+        if name == "methods":
+            if not isinstance(value, list):
+                raise ConfigError(f"{key}: must be a list of [[methods]] tables.")
+            kwargs[name] = tuple(
+                from_dict(MethodConfig, m, f"{key}.{i}") for i, m in enumerate(value)
+            )
+        else:
+            kwargs[name] = _convert(key, value, hints[name])
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key {missing[0]!r}.")
+    return cls(**kwargs)
+
+
+def load_toml(path: str) -> ExperimentConfig:
+    """Read and validate an experiment config file."""
+    with open(path, "rb") as f:
+        try:
+            data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    try:
+        return from_dict(ExperimentConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string: --set data.op=x+y
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """Apply ``key=value`` overrides (dotted keys, TOML values) and re-validate."""
+    data = json.loads(json.dumps(to_dict(config)))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. steps=2000.")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f"override {key!r}: {'.'.join(parts[: depth + 1])} is not an index "
+                        f"of a list of {len(node)}."
+                    )
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node and isinstance(node[part], (dict, list)):
+                node = node[part]
+            else:
+                raise ConfigError(f"override {key!r}: no table {'.'.join(parts[: depth + 1])!r}.")
+        if isinstance(node, list):
+            raise ConfigError(
+                f"override {key!r}: give a field of a list entry, e.g. methods.0.seeds."
+            )
+        node[parts[-1]] = _parse_value(text.strip())
+    return from_dict(ExperimentConfig, data)

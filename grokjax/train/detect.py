@@ -1,0 +1,61 @@
+"""Grokking detection: when each member memorised, when it generalised, the delay.
+
+Robust and simple: the first evaluated step at which the (running) training accuracy
+reaches ``train_threshold`` (default 0.99), the first at which validation accuracy
+reaches ``val_threshold`` (default 0.95, the Grokfast paper's number), and the delay
+between them. ``None`` until it happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["GrokDetector"]
+
+
+@dataclass
+class GrokDetector:
+    """Per-member first-crossing steps for each group, updated at every evaluation."""
+
+    sizes: list[int]
+    train_threshold: float = 0.99
+    val_threshold: float = 0.95
+    memorised: list[np.ndarray] = field(init=False)
+    generalised: list[np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.memorised = [np.full(n, -1, np.int64) for n in self.sizes]
+        self.generalised = [np.full(n, -1, np.int64) for n in self.sizes]
+
+    def update(self, step: int, metrics: list[dict[str, np.ndarray]]) -> None:
+        """Record ``step`` for members crossing a threshold for the first time."""
+        for g, m in enumerate(metrics):
+            first_train = (self.memorised[g] < 0) & (
+                np.asarray(m["train_acc"]) >= self.train_threshold
+            )
+            first_val = (self.generalised[g] < 0) & (np.asarray(m["val_acc"]) >= self.val_threshold)
+            self.memorised[g][first_train] = step
+            self.generalised[g][first_val] = step
+
+    def all_generalised(self) -> bool:
+        return all(bool(np.all(g >= 0)) for g in self.generalised)
+
+    def member(self, g: int, m: int) -> dict[str, int | None]:
+        """``{"memorised": step, "generalised": step, "delay": steps}`` (None if not yet)."""
+        mem, gen = int(self.memorised[g][m]), int(self.generalised[g][m])
+        mem_s = mem if mem >= 0 else None
+        gen_s = gen if gen >= 0 else None
+        delay = gen_s - mem_s if mem_s is not None and gen_s is not None else None
+        return {"memorised": mem_s, "generalised": gen_s, "delay": delay}
+
+    def state_dict(self) -> dict[str, list[list[int]]]:
+        return {
+            "memorised": [a.tolist() for a in self.memorised],
+            "generalised": [a.tolist() for a in self.generalised],
+        }
+
+    def load_state_dict(self, state: dict[str, list[list[int]]]) -> None:
+        self.memorised = [np.asarray(a, np.int64) for a in state["memorised"]]
+        self.generalised = [np.asarray(a, np.int64) for a in state["generalised"]]

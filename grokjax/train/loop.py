@@ -1,0 +1,307 @@
+"""The host loop: run an experiment, write its run directory, resume it.
+
+The compiled interval function (:mod:`grokjax.train.step`) is called once per
+evaluation interval with the state donated; calls are dispatched asynchronously and
+the host reads metrics back every ``evals_per_sync`` intervals, to update the
+progress bar, write ``metrics.jsonl``, detect grokking, stop early, stop on NaN and
+save checkpoints. Python never runs per step.
+
+A run directory ``runs/<name>_<YYYYmmdd_HHMMSS>/`` holds ``config.json``,
+``metrics.jsonl`` (one row per evaluation per member), ``grokking.json`` (steps to
+memorise and to generalise per member), ``checkpoints/`` (orbax) and, from
+:mod:`grokjax.viz`, ``plots/`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import pathlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from grokjax.train.checkpoint import RunCheckpointer
+from grokjax.train.config import ExperimentConfig, from_dict, to_dict
+from grokjax.train.detect import GrokDetector
+from grokjax.train.mesh import group_shardings, member_mesh, place
+from grokjax.train.state import Group, init_groups
+from grokjax.train.step import METRICS, make_interval_fn
+
+__all__ = ["RunResult", "TrainingDiverged", "load_config", "resume_experiment", "run_experiment"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A member's loss or parameters became NaN/Inf; the message names member and step."""
+
+
+@dataclass
+class RunResult:
+    """What a run produced: per-group metric histories and grokking steps."""
+
+    config: ExperimentConfig
+    groups: list[Group]
+    steps: list[int] = field(default_factory=list)  # the evaluated steps
+    history: list[dict[str, list[np.ndarray]]] = field(default_factory=list)
+    detector: GrokDetector | None = None
+    run_dir: pathlib.Path | None = None
+    seconds: float = 0.0
+    compilations: int = 0
+    final_states: Any = None
+
+    def metric(self, g: int, name: str) -> np.ndarray:
+        """``(evaluations, members)`` array of metric ``name`` for group ``g``."""
+        return np.stack(self.history[g][name]) if self.history[g][name] else np.zeros((0, 0))
+
+
+def _member_rows(groups: list[Group], step: int, metrics: list[dict[str, np.ndarray]]):
+    for g, (group, m) in enumerate(zip(groups, metrics, strict=True)):
+        for i, (seed, hps) in enumerate(group.members):
+            row = {
+                "step": step,
+                "method": group.method.label,
+                "group": g,
+                "member": i,
+                "seed": seed,
+            }
+            row.update(hps)
+            row.update({k: float(m[k][i]) for k in METRICS if k != "finite"})
+            yield row
+
+
+def _write_grokking(path: pathlib.Path, groups: list[Group], detector: GrokDetector) -> None:
+    rows = [
+        {"method": g.method.label, "member": i, "seed": seed, **hps, **detector.member(gi, i)}
+        for gi, g in enumerate(groups)
+        for i, (seed, hps) in enumerate(g.members)
+    ]
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+    """Drop rows after ``last_step`` (written after the checkpoint a resume starts from)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def new_run_dir(config: ExperimentConfig, root: str | pathlib.Path = "runs") -> pathlib.Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+    run_dir = pathlib.Path(root) / f"{config.name}_{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        run_dir = pathlib.Path(root) / f"{config.name}_{stamp}_{suffix}"
+        suffix += 1
+    return run_dir
+
+
+def load_config(run_dir: str | pathlib.Path) -> ExperimentConfig:
+    path = pathlib.Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a grokjax run directory?")
+    return from_dict(ExperimentConfig, json.loads(path.read_text()))
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    run_dir: str | pathlib.Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    devices: list[Any] | None = None,
+) -> RunResult:
+    """Train every member of every method of ``config``; see the module docstring.
+
+    Args:
+        config: the experiment.
+        run_dir: where to write outputs; ``None`` writes nothing (no checkpoints).
+        resume: continue from the latest checkpoint in ``run_dir``.
+        progress: show a progress bar.
+        devices: devices to lay members out on (default: all, when
+            ``config.shard_members``; otherwise the first device only).
+
+    Raises:
+        TrainingDiverged: a member's loss or parameters became non-finite. Metrics up
+            to that evaluation and earlier checkpoints stay on disk.
+    """
+    start_time = time.perf_counter()
+    task, groups, states = init_groups(config)
+    interval = config.eval_interval(task.num_train)
+    total_evals = math.ceil(config.steps / interval)
+
+    devices = (
+        devices
+        if devices is not None
+        else (jax.devices() if config.shard_members else jax.devices()[:1])
+    )
+    mesh = member_mesh(devices)
+    state_shardings = [
+        group_shardings(s, g.size, mesh) for s, g in zip(states, groups, strict=True)
+    ]
+    metric_shardings = [
+        {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in METRICS} for g in groups
+    ]
+    states = place(states, state_shardings)
+    fn = make_interval_fn(groups, task, config.loss, interval)
+    jitted = jax.jit(
+        fn,
+        donate_argnums=0,
+        in_shardings=(state_shardings, None),
+        out_shardings=(state_shardings, metric_shardings),
+    )
+
+    detector = GrokDetector([g.size for g in groups], config.train_threshold, config.val_threshold)
+    result = RunResult(config, groups, history=[{k: [] for k in METRICS} for _ in groups])
+    result.detector = detector
+    checkpointer = metrics_file = None
+    start_eval = 0
+    if run_dir is not None:
+        run_dir = pathlib.Path(run_dir)
+        result.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = run_dir / "metrics.jsonl"
+        checkpointer = RunCheckpointer(run_dir / "checkpoints")
+        if resume:
+            states, meta = checkpointer.restore(states)
+            start_eval = meta["step"] // interval
+            detector.load_state_dict(meta["detector"])
+            _truncate_metrics(metrics_path, meta["step"])
+            for line in metrics_path.read_text().splitlines() if metrics_path.exists() else []:
+                _replay_row(result, json.loads(line))
+        else:
+            (run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=1) + "\n")
+        metrics_file = metrics_path.open("a")
+
+    every_ckpt = config.checkpoint_every
+    last_ckpt_step = start_eval * interval
+    bar = tqdm(
+        total=total_evals * interval,
+        initial=start_eval * interval,
+        disable=not progress,
+        desc=config.name,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    pending: list[tuple[int, Any]] = []
+    step = start_eval * interval
+    try:
+        for e in range(start_eval, total_evals):
+            states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32))
+            pending.append((e, metrics))
+            last = e == total_evals - 1
+            if len(pending) < config.evals_per_sync and not last:
+                continue
+            for e_done, host in zip(
+                (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
+            ):
+                step = (e_done + 1) * interval
+                _check_finite(groups, host, step, metrics_file, result.run_dir)
+                result.steps.append(step)
+                for g, m in enumerate(host):
+                    for k in METRICS:
+                        result.history[g][k].append(np.asarray(m[k]))
+                detector.update(step, host)
+                if metrics_file is not None:
+                    metrics_file.writelines(
+                        json.dumps(r) + "\n" for r in _member_rows(groups, step, host)
+                    )
+            pending.clear()
+            bar.update(step - bar.n)
+            bar.set_postfix_str(_postfix(result))
+            if metrics_file is not None:
+                metrics_file.flush()
+            done = config.stop_when_grokked and detector.all_generalised()
+            if (
+                checkpointer is not None
+                and every_ckpt
+                and step - last_ckpt_step >= every_ckpt
+                and not (done or last)
+            ):
+                checkpointer.save(step, states, {"step": step, "detector": detector.state_dict()})
+                last_ckpt_step = step
+            if done:
+                break
+        if checkpointer is not None and (
+            step > last_ckpt_step or checkpointer.latest_step() is None
+        ):
+            checkpointer.save(step, states, {"step": step, "detector": detector.state_dict()})
+    finally:
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        if checkpointer is not None:
+            checkpointer.close()
+        if result.run_dir is not None:
+            _write_grokking(result.run_dir / "grokking.json", groups, detector)
+    result.seconds = time.perf_counter() - start_time
+    result.compilations = jitted._cache_size()
+    result.final_states = states
+    return result
+
+
+def resume_experiment(
+    run_dir: str | pathlib.Path,
+    *,
+    steps: int | None = None,
+    progress: bool = True,
+    devices: list[Any] | None = None,
+) -> RunResult:
+    """Continue the run in ``run_dir`` from its latest checkpoint, with its own config.
+
+    ``steps`` extends (or shortens) the budget; it is the only thing a resume may
+    change, and ``config.json`` records it.
+    """
+    config = load_config(run_dir)
+    if steps is not None and steps != config.steps:
+        config = dataclasses.replace(config, steps=steps)
+        (pathlib.Path(run_dir) / "config.json").write_text(
+            json.dumps(to_dict(config), indent=1) + "\n"
+        )
+    return run_experiment(config, run_dir=run_dir, resume=True, progress=progress, devices=devices)
+
+
+def _replay_row(result: RunResult, row: dict[str, Any]) -> None:
+    """Rebuild the in-memory history from metrics.jsonl rows (on resume)."""
+    g, i = row["group"], row["member"]
+    if not result.steps or result.steps[-1] != row["step"]:
+        result.steps.append(row["step"])
+        for hist, group in zip(result.history, result.groups, strict=True):
+            for k in METRICS:
+                hist[k].append(np.full(group.size, np.nan if k != "finite" else True))
+    for k in METRICS:
+        if k != "finite":
+            result.history[g][k][-1][i] = row[k]
+
+
+def _postfix(result: RunResult) -> str:
+    parts = []
+    for g, group in enumerate(result.groups):
+        val = np.median(result.history[g]["val_acc"][-1])
+        grokked = int(np.sum(result.detector.generalised[g] >= 0))
+        parts.append(f"{group.method.label} val {val:.2f} ({grokked}/{group.size})")
+    return " | ".join(parts)
+
+
+def _check_finite(groups, host_metrics, step: int, metrics_file, run_dir) -> None:
+    for g, m in enumerate(host_metrics):
+        bad = np.nonzero(~np.asarray(m["finite"], bool))[0]
+        if bad.size:
+            where = (
+                f" Metrics up to the previous evaluation are in {run_dir}/metrics.jsonl and "
+                "earlier checkpoints are kept."
+                if run_dir is not None
+                else ""
+            )
+            raise TrainingDiverged(
+                f"{groups[g].member_name(int(bad[0]))}: loss or parameters became NaN/Inf in the "
+                f"evaluation interval ending at step {step}.{where} Lower the learning rate or "
+                "the filter's lamb, or check the data."
+            )

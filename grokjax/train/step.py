@@ -1,0 +1,131 @@
+"""The pure, compiled part of training: sampling, the train step, evaluation.
+
+One compiled call runs one *evaluation interval* for every member of every group:
+``lax.scan`` over the interval's steps, each step vmapped over each group's members,
+then an evaluation on the full validation split. The global step counter is a scalar
+shared by all members (they advance in lockstep), so nothing branches per member.
+
+Batches are drawn inside the step from the member's key and the step number alone,
+which makes training deterministic and resumable bit for bit:
+
+- ``sampling="epoch"``: every epoch is a fresh permutation of the member's training
+  rows, cut into batches of ``batch_size`` with a smaller last batch (exactly as
+  ``torch.split`` in the reference); the padded tail is masked out of loss and accuracy.
+- ``sampling="iid"``: every batch is ``batch_size`` rows drawn with replacement.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+import grokjax as gj
+from grokjax.train.state import Group, GroupState, Task
+
+__all__ = ["METRICS", "batch_rows", "make_interval_fn"]
+
+# Per member, per evaluation: computed in the compiled program.
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "finite")
+
+
+def batch_rows(task: Task, key: jax.Array, step: jax.Array, train_idx: jax.Array):
+    """Rows of the table for ``step`` and a mask of the real (non-padding) entries."""
+    b, n = task.batch_size, task.num_train
+    if task.sampling == "iid":
+        local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
+        return train_idx[local], jnp.ones((b,), jnp.float32)
+    spe = task.steps_per_epoch
+    epoch, pos = step // spe, step % spe
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    perm = jnp.pad(perm, (0, spe * b - n))
+    local = lax.dynamic_slice(perm, (pos * b,), (b,))
+    mask = (pos * b + jnp.arange(b)) < n
+    return train_idx[local], mask.astype(jnp.float32)
+
+
+def _loss(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return gj.cross_entropy_with_integer_labels(logits, labels, normalizer=kind)
+
+
+def _member_step(group: Group, task: Task, loss_kind: str, state: GroupState, step):
+    rows, mask = batch_rows(task, state.key, step, state.train_idx)
+    x, y = task.inputs_N[rows], task.labels_N[rows]
+    count = jnp.sum(mask)
+
+    def loss_fn(params):
+        logits = group.logits_fn(params, x)
+        return jnp.sum(_loss(loss_kind, logits, y) * mask) / count, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = group.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
+    return state._replace(params=params, opt_state=opt_state), jnp.stack(
+        [loss * count, correct, count]
+    )
+
+
+def _member_eval(group: Group, task: Task, loss_kind: str, state: GroupState):
+    x, y = task.inputs_N[state.val_idx], task.labels_N[state.val_idx]
+    logits = group.logits_fn(state.params, x)
+    loss = jnp.mean(_loss(loss_kind, logits, y))
+    acc = jnp.mean(jnp.argmax(logits, -1) == y)
+    norm = optax.tree.norm(state.params)
+    return loss, acc, jnp.isfinite(norm)
+
+
+def make_interval_fn(groups: Sequence[Group], task: Task, loss_kind: str, interval: int):
+    """``fn(states, start_step) -> (states, metrics)`` for one evaluation interval.
+
+    ``metrics`` holds one dict per group of ``(M,)`` arrays named as in ``METRICS``.
+    Jit it once (donating ``states``); calls differ only in ``start_step``.
+    """
+    steps = [
+        jax.vmap(functools.partial(_member_step, g, task, loss_kind), in_axes=(0, None))
+        for g in groups
+    ]
+    evals = [jax.vmap(functools.partial(_member_eval, g, task, loss_kind)) for g in groups]
+
+    def interval_fn(states: list[GroupState], start_step: jax.Array):
+        def body(carry, offset):
+            states, sums = carry
+            out = [
+                step_fn(st, start_step + offset) for step_fn, st in zip(steps, states, strict=True)
+            ]
+            states = [s for s, _ in out]
+            sums = [acc + stats for acc, (_, stats) in zip(sums, out, strict=True)]
+            return (states, sums), None
+
+        zeros = [jnp.zeros((g.size, 3), jnp.float32) for g in groups]
+        (states, sums), _ = lax.scan(body, (list(states), zeros), jnp.arange(interval))
+        metrics = []
+        for eval_fn, st, s in zip(evals, states, sums, strict=True):
+            val_loss, val_acc, params_finite = eval_fn(st)
+            train_loss = s[:, 0] / s[:, 2]
+            metrics.append(
+                {
+                    "train_loss": train_loss,
+                    "train_acc": s[:, 1] / s[:, 2],
+                    "val_loss": val_loss,
+                    "val_acc": val_acc,
+                    "finite": params_finite & jnp.isfinite(train_loss) & jnp.isfinite(val_loss),
+                }
+            )
+        return states, metrics
+
+    return interval_fn
+
+
+def jit_interval_fn(fn, shardings: Any | None = None):
+    """Jit the interval function, donating the state; with member shardings if given."""
+    if shardings is None:
+        return jax.jit(fn, donate_argnums=0)
+    return jax.jit(
+        fn, donate_argnums=0, in_shardings=(shardings, None), out_shardings=(shardings, None)
+    )

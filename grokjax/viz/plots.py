@@ -1,0 +1,106 @@
+"""Matplotlib figures of a run: learning curves and steps to grok."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+import numpy as np
+
+from grokjax.viz.records import RunRecord
+
+__all__ = ["plot_curves", "plot_steps_to_grok", "write_figures"]
+
+
+def _colors(n: int) -> list:
+    return [plt.get_cmap("tab10")(i % 10) for i in range(n)]
+
+
+def plot_curves(record: RunRecord, kind: str = "acc") -> plt.Figure:
+    """Accuracy (``kind="acc"``) or loss against step, log x; one thin line per member,
+    the method's median thick; validation solid, training dashed."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for method, color in zip(record.methods, _colors(len(record.methods)), strict=True):
+        if method.steps.size == 0:
+            continue
+        for split, style in (("train", "--"), ("val", "-")):
+            values = method.metrics[f"{split}_{kind}"]
+            ax.plot(method.steps, values, style, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(
+                method.steps,
+                np.nanmedian(values, axis=1),
+                style,
+                color=color,
+                linewidth=2.2,
+                label=f"{method.label} {split} (median of {values.shape[1]})",
+            )
+    ax.set_xscale("log")
+    if kind == "loss":
+        ax.set_yscale("log")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("accuracy" if kind == "acc" else "cross-entropy loss")
+    data = record.config["data"]
+    ax.set_title(
+        f"{record.config['name']}: {data['op']} mod {data['p']}, {data['train_fraction']:.0%} train"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_steps_to_grok(record: RunRecord) -> plt.Figure:
+    """Steps to reach the validation threshold, one point per member, median bar per
+    method; members that never got there are drawn at the budget as '^' markers."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(record.methods), 4.2))
+    budget = record.budget
+    rng = np.random.default_rng(0)
+    for i, (method, color) in enumerate(
+        zip(record.methods, _colors(len(record.methods)), strict=True)
+    ):
+        hit = np.array([s for s in method.generalised if s is not None], float)
+        missed = sum(s is None for s in method.generalised)
+        jitter = rng.uniform(-0.12, 0.12, hit.size)
+        ax.scatter(i + jitter, hit, color=color, s=22, zorder=3)
+        if missed:
+            ax.scatter(
+                i + rng.uniform(-0.12, 0.12, missed),
+                np.full(missed, budget),
+                marker="^",
+                color=color,
+                s=30,
+                zorder=3,
+                label=f"{method.label}: {missed} not by {budget}",
+            )
+        if hit.size and not missed:
+            median = np.median(hit)
+            ax.hlines(median, i - 0.3, i + 0.3, color="black", linewidth=2, zorder=4)
+            ax.annotate(f"{median:.0f}", (i + 0.32, median), fontsize=8, va="center")
+    ax.set_xticks(range(len(record.methods)), [m.label for m in record.methods], rotation=15)
+    ax.set_yscale("log")
+    threshold = record.config["val_threshold"]
+    ax.set_ylabel(f"steps to {threshold:.0%} validation accuracy")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    if any(None in m.generalised for m in record.methods):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def write_figures(record: RunRecord) -> list[pathlib.Path]:
+    """Write ``plots/accuracy.png``, ``plots/loss.png``, ``plots/steps_to_grok.png``."""
+    out = record.run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    paths = []
+    for name, fig in (
+        ("accuracy.png", plot_curves(record, "acc")),
+        ("loss.png", plot_curves(record, "loss")),
+        ("steps_to_grok.png", plot_steps_to_grok(record)),
+    ):
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths

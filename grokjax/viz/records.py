@@ -1,0 +1,77 @@
+"""Read a run directory back: config, per-method metric curves, grokking steps."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MethodCurves", "RunRecord", "load_run"]
+
+
+@dataclass
+class MethodCurves:
+    """One method's members: ``steps`` (E,) and each metric as an (E, M) array."""
+
+    label: str
+    seeds: list[int]
+    steps: np.ndarray
+    metrics: dict[str, np.ndarray]
+    generalised: list[int | None]  # first step with val acc >= threshold, per member
+    memorised: list[int | None]
+
+
+@dataclass
+class RunRecord:
+    run_dir: pathlib.Path
+    config: dict
+    methods: list[MethodCurves]
+
+    @property
+    def budget(self) -> int:
+        return int(self.config["steps"])
+
+
+def load_run(run_dir: str | pathlib.Path) -> RunRecord:
+    """Load ``config.json``, ``metrics.jsonl`` and ``grokking.json`` of a run."""
+    run_dir = pathlib.Path(run_dir)
+    for name in ("config.json", "metrics.jsonl"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(
+                f"{run_dir / name} not found: is {run_dir} a grokjax run directory?"
+            )
+    config = json.loads((run_dir / "config.json").read_text())
+    rows = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line
+    ]
+    grok_path = run_dir / "grokking.json"
+    grok = json.loads(grok_path.read_text()) if grok_path.exists() else []
+    methods = []
+    for g, method in enumerate(config["methods"]):
+        mine = [r for r in rows if r["group"] == g]
+        steps = np.array(sorted({r["step"] for r in mine}), np.int64)
+        members = sorted({r["member"] for r in mine})
+        index = {s: i for i, s in enumerate(steps)}
+        metrics = {}
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            arr = np.full((len(steps), len(members)), np.nan)
+            for r in mine:
+                arr[index[r["step"]], r["member"]] = r[key]
+            metrics[key] = arr
+        gr = [r for r in grok if r["method"] == method["label"]]
+        seeds = [r["seed"] for r in sorted(gr, key=lambda r: r["member"])] or [
+            next(r["seed"] for r in mine if r["member"] == m) for m in members
+        ]
+        methods.append(
+            MethodCurves(
+                label=method["label"],
+                seeds=seeds,
+                steps=steps,
+                metrics=metrics,
+                generalised=[r["generalised"] for r in sorted(gr, key=lambda r: r["member"])],
+                memorised=[r["memorised"] for r in sorted(gr, key=lambda r: r["member"])],
+            )
+        )
+    return RunRecord(run_dir, config, methods)

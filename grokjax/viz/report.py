@@ -1,0 +1,117 @@
+"""``report.md``: the run's results table, written from the run directory alone."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from grokjax.viz.plots import write_figures
+from grokjax.viz.records import RunRecord, load_run
+
+__all__ = ["results_table", "write_report"]
+
+
+def _fmt_steps(values: list[int | None], budget: int) -> str:
+    hit = [v for v in values if v is not None]
+    if not hit:
+        return f">{budget}"
+    median = f"{np.median(hit):.0f}" if len(hit) == len(values) else f">{budget}"
+    return f"{median} [{min(hit)}–{max(hit)}]" if len(hit) > 1 else median
+
+
+def results_table(record: RunRecord) -> str:
+    """Markdown table: per method, members that generalised, steps to the thresholds."""
+    budget = record.budget
+    base = record.methods[0]
+    base_hits = [v for v in base.generalised if v is not None]
+    base_median = (
+        np.median(base_hits) if base_hits and len(base_hits) == len(base.generalised) else None
+    )
+    lines = [
+        f"| method | members | generalised | steps to {record.config['val_threshold']:.0%} val "
+        f"(median [min–max]) | steps to {record.config['train_threshold']:.0%} train | "
+        "delay (median) | final val acc (median) | speed-up vs " + base.label + " |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in record.methods:
+        hits = [v for v in m.generalised if v is not None]
+        delays = [
+            g - t
+            for g, t in zip(m.generalised, m.memorised, strict=True)
+            if g is not None and t is not None
+        ]
+        final = np.nanmedian(m.metrics["val_acc"][-1]) if m.steps.size else float("nan")
+        if m is base:
+            speedup = "1×" if base_median is not None else "—"
+        elif hits and len(hits) == len(m.generalised):
+            med = np.median(hits)
+            speedup = (
+                f"×{base_median / med:.1f}" if base_median is not None else f">×{budget / med:.1f}"
+            )
+        else:
+            speedup = "—"
+        lines.append(
+            f"| {m.label} | {len(m.generalised)} | {len(hits)}/{len(m.generalised)} | "
+            f"{_fmt_steps(m.generalised, budget)} | {_fmt_steps(m.memorised, budget)} | "
+            f"{np.median(delays):.0f} | "
+            if delays
+            else f"| {m.label} | {len(m.generalised)} | "
+            f"{len(hits)}/{len(m.generalised)} | {_fmt_steps(m.generalised, budget)} | "
+            f"{_fmt_steps(m.memorised, budget)} | — | "
+        )
+        lines[-1] += f"{final:.3f} | {speedup} |"
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Path:
+    """(Re)draw the figures and write ``report.md`` for the run in ``run_dir``."""
+    record = load_run(run_dir)
+    write_figures(record)
+    cfg = record.config
+    data, model = cfg["data"], cfg["model"]
+    last = max((int(m.steps[-1]) for m in record.methods if m.steps.size), default=0)
+    never = [m.label for m in record.methods if any(v is None for v in m.generalised)]
+    lines = [
+        f"# {cfg['name']}",
+        "",
+        cfg.get("description") or "",
+        "",
+        f"- data: `{data['op']}` mod {data['p']}, {data['train_fraction']:.0%} train, "
+        f"encoding `{data['encoding']}`",
+        f"- model: {model['kind']}"
+        + (
+            f" (depth {model['depth']}, width {model['width']}, {model['heads']} heads)"
+            if model["kind"] == "decoder"
+            else f" (hidden {model['hidden']})"
+        ),
+        f"- budget {record.budget} steps, batch {cfg['batch_size']} ({cfg['sampling']} sampling); "
+        f"trained to step {last}",
+        "",
+        "## Results",
+        "",
+        results_table(record),
+        "",
+    ]
+    if never:
+        lines += [
+            f"Not every member of {', '.join(never)} reached {cfg['val_threshold']:.0%} validation "
+            f"accuracy within the {record.budget}-step budget: their medians are reported as "
+            f"'>{record.budget}' rather than extrapolated.",
+            "",
+        ]
+    if extra:
+        lines += [extra, ""]
+    lines += [
+        "## Figures",
+        "",
+        "![accuracy](plots/accuracy.png)",
+        "",
+        "![loss](plots/loss.png)",
+        "",
+        "![steps to grok](plots/steps_to_grok.png)",
+        "",
+    ]
+    path = pathlib.Path(run_dir) / "report.md"
+    path.write_text("\n".join(lines))
+    return path

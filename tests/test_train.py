@@ -1,0 +1,225 @@
+"""The trainer: vmapped members, sharding, resume, NaN stops, one compilation, configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from grokjax.train import (
+    ConfigError,
+    TrainingDiverged,
+    apply_overrides,
+    load_toml,
+    resolve,
+    resume_experiment,
+    run_experiment,
+)
+
+# A tiny decoder on x+y mod 11: every run here takes seconds.
+TINY = [
+    "data.p=11",
+    "data.op=x+y",
+    "data.y_min=0",
+    "model.width=16",
+    "model.heads=2",
+    "model.depth=1",
+    "batch_size=16",
+    "stop_when_grokked=false",
+    "evals_per_sync=3",
+]
+
+
+def tiny(*overrides: str, preset: str = "grokfast_modmul"):
+    return apply_overrides(resolve(preset), [*TINY, *overrides])
+
+
+def params_of(result, g):
+    return jax.tree.map(np.asarray, result.final_states[g].params)
+
+
+def test_runs_all_methods_in_one_compiled_program(tmp_path):
+    result = run_experiment(tiny("steps=40"), run_dir=tmp_path / "run", progress=False)
+    assert result.compilations == 1
+    assert [g.method.label for g in result.groups] == ["baseline", "grokfast_ema", "grokfast_ma"]
+    interval = result.steps[0]
+    assert interval == -(-60 // 16)  # one epoch: 60 of the 121 pairs are training rows
+    assert result.steps[-1] >= 40 and result.steps[-1] - 40 < interval
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == len(result.steps) * 6  # 3 methods x 2 seeds
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "seed", "method"} <= rows[0].keys()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["p"] == 11 and config["steps"] == 40
+    grok = json.loads((tmp_path / "run" / "grokking.json").read_text())
+    assert len(grok) == 6 and {"memorised", "generalised", "delay"} <= grok[0].keys()
+
+
+MLP_TINY = [
+    "data.p=11",
+    "model.hidden=[16, 16]",
+    "batch_size=48",
+    "steps=30",
+    "eval_every=5",
+    "evals_per_sync=3",
+]
+
+
+def test_vmapped_members_equal_separately_trained_ones():
+    # Decoder: metrics. Its parameters are not compared: entries whose exact gradient
+    # is zero (the attention key bias: softmax ignores a constant added to a row of
+    # scores) carry only rounding noise, which Adam turns into ±lr·sign steps, and the
+    # rounding differs between a batch of 3 members and of 1.
+    together = run_experiment(tiny("steps=30", "methods.1.seeds=[0, 1, 2]"), progress=False)
+    alone = run_experiment(tiny("steps=30", "methods.1.seeds=[1]"), progress=False)
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        np.testing.assert_allclose(
+            together.metric(1, key)[:, 1], alone.metric(1, key)[:, 0], rtol=2e-5, atol=1e-6
+        )
+    # MLP (⊥AdamW and AdamW): metrics and every parameter.
+    together = run_experiment(
+        apply_overrides(resolve("orthograd_quick"), [*MLP_TINY, "methods.1.seeds=[0, 1, 2]"]),
+        progress=False,
+    )
+    alone = run_experiment(
+        apply_overrides(resolve("orthograd_quick"), [*MLP_TINY, "methods.1.seeds=[1]"]),
+        progress=False,
+    )
+    np.testing.assert_allclose(
+        together.metric(1, "val_loss")[:, 1], alone.metric(1, "val_loss")[:, 0], rtol=1e-5
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a[1], b[0], rtol=1e-5, atol=1e-6),
+        params_of(together, 1),
+        params_of(alone, 1),
+    )
+
+
+def test_swept_hyperparameters_reach_their_members():
+    result = run_experiment(
+        tiny(
+            "steps=8",
+            "methods=[{label='ema', seeds=[0], sweep={lamb=[0.0, 5.0]}, optimizer={filter='ema'}}]",
+        ),
+        progress=False,
+    )
+    lambs = np.asarray(result.final_states[0].opt_state.hyperparams["lamb"])
+    np.testing.assert_array_equal(lambs, [0.0, 5.0])
+    assert result.groups[0].member_name(1) == "ema[member 1: seed 0, lamb=5]"
+    assert not np.allclose(
+        result.metric(0, "train_loss")[:, 0], result.metric(0, "train_loss")[:, 1]
+    )
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    uninterrupted = run_experiment(tiny("steps=40"), progress=False)
+    run_dir = tmp_path / "run"
+    run_experiment(tiny("steps=20", "checkpoint_every=8"), run_dir=run_dir, progress=False)
+    resumed = resume_experiment(run_dir, steps=40, progress=False)
+    assert resumed.steps == uninterrupted.steps
+    for g in range(3):
+        for key in ("train_loss", "val_loss", "val_acc"):
+            np.testing.assert_array_equal(resumed.metric(g, key), uninterrupted.metric(g, key))
+        jax.tree.map(
+            np.testing.assert_array_equal, params_of(resumed, g), params_of(uninterrupted, g)
+        )
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)  # no duplicated tail
+    assert len(rows) == 6 * len(uninterrupted.steps)
+    assert json.loads((run_dir / "config.json").read_text())["steps"] == 40
+
+
+def test_a_nan_member_stops_the_run_naming_member_and_step(tmp_path):
+    config = tiny(
+        "steps=60", "methods=[{label='adam', seeds=[3], sweep={learning_rate=[1e-3, 1e30]}}]"
+    )
+    with pytest.raises(
+        TrainingDiverged, match=r"adam\[member 1: seed 3, learning_rate=1e\+30\].*step \d+"
+    ):
+        run_experiment(config, run_dir=tmp_path / "run", progress=False)
+    # what was written before the divergence is kept
+    assert (tmp_path / "run" / "config.json").exists()
+    assert (tmp_path / "run" / "grokking.json").exists()
+
+
+def test_bad_configs_name_the_key_and_the_allowed_values(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"data.op = 'x\^y' is not allowed; choose one of \['x\+y'"
+    ):
+        tiny("data.op=x^y")
+    with pytest.raises(ConfigError, match=r"unknown key 'widht'; allowed keys: \[.*'width'"):
+        tiny("model.widht=3")
+    with pytest.raises(
+        ConfigError, match=r"methods.0.optimizer.filter = 'fir'.*\['none', 'ema', 'ma'\]"
+    ):
+        tiny("methods.0.optimizer.filter=fir")
+    with pytest.raises(ConfigError, match=r"model.width = 30: must be divisible by heads \(4\)"):
+        tiny("model.width=30", "model.heads=4")
+    with pytest.raises(ConfigError, match=r"steps = 'many': must be an integer"):
+        tiny("steps=many")
+    with pytest.raises(ConfigError, match="expected key=value"):
+        tiny("steps")
+    with pytest.raises(ConfigError, match="unknown config 'nope'"):
+        resolve("nope")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'name = "x"\n[[methods]]\nlabel = "a"\nseeds = [0]\n[methods.optimizer]\nlr = 0.1\n'
+    )
+    with pytest.raises(ConfigError, match=r"bad.toml: methods.0.optimizer: unknown key 'lr'"):
+        load_toml(str(bad))
+
+
+def test_every_experiment_file_is_a_valid_config():
+    files = sorted((pathlib.Path(__file__).parents[1] / "experiments").glob("*.toml"))
+    assert files, "experiments/ has no configs"
+    for path in files:
+        assert load_toml(str(path)).name == path.stem
+
+
+SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from grokjax.train import apply_overrides, resolve, run_experiment
+    assert len(jax.devices()) == 8, jax.devices()
+    cfg = apply_overrides(resolve("grokfast_modmul"), {overrides!r})
+    sharded = run_experiment(cfg, progress=False)
+    single = run_experiment(cfg, progress=False, devices=jax.devices()[:1])
+    spec = sharded.final_states[1].params
+    leaf = jax.tree.leaves(spec)[0]
+    assert len(leaf.sharding.device_set) == 8, leaf.sharding
+    for g in range(3):
+        for k in ("train_loss", "val_loss", "val_acc"):
+            a, b = sharded.metric(g, k), single.metric(g, k)
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    print("SHARDED_OK", sharded.compilations, single.compilations)
+    """
+)
+
+
+def test_sharded_over_eight_devices_equals_one_device():
+    overrides = [
+        *TINY,
+        "steps=20",
+        "methods.0.seeds=[0,1,2,3,4,5,6,7]",
+        "methods.1.seeds=[0,1,2,3,4,5,6,7]",
+    ]
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT.format(overrides=overrides)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SHARDED_OK 1 1" in proc.stdout
