@@ -152,14 +152,14 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
             out.append((params, jax.vmap(lambda p, h, f=factory: f(**h).init(p))(params, hps)))
         return out
 
-    seeds_per_group, hps_per_group = [], []
+    rows_per_group, hps_per_group = [], []
     for method, group_members in zip(config.methods, members, strict=True):
-        seeds_per_group.append(jnp.asarray([unique.index(seed) for seed, _ in group_members]))
+        rows_per_group.append(jnp.asarray([unique.index(seed) for seed, _ in group_members]))
         per_member = [initial_hyperparams(method.optimizer, hps) for _, hps in group_members]
         hps_per_group.append(
             {k: jnp.asarray([h[k] for h in per_member], jnp.float32) for k in per_member[0]}
         )
-    initial = init_all(seeds_per_group, hps_per_group)
+    initial = init_all(rows_per_group, hps_per_group)
 
     groups, states = [], []
     for method, factory, group_members, (params, opt_state) in zip(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -120,12 +119,3 @@ def make_interval_fn(groups: Sequence[Group], task: Task, loss_kind: str, interv
         return states, metrics
 
     return interval_fn
-
-
-def jit_interval_fn(fn, shardings: Any | None = None):
-    """Jit the interval function, donating the state; with member shardings if given."""
-    if shardings is None:
-        return jax.jit(fn, donate_argnums=0)
-    return jax.jit(
-        fn, donate_argnums=0, in_shardings=(shardings, None), out_shardings=(shardings, None)
-    )
