@@ -223,3 +223,17 @@ def test_sharded_over_eight_devices_equals_one_device():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED_OK 1 1" in proc.stdout
+
+
+def test_member_axis_map_equals_vmap():
+    """lax.map over members (CPU default) and vmap compute the same training."""
+    runs = {
+        axis: run_experiment(tiny("steps=12", f"member_axis={axis}"), progress=False)
+        for axis in ("map", "vmap")
+    }
+    for g in range(3):
+        for key in ("train_loss", "val_loss", "val_acc"):
+            np.testing.assert_allclose(
+                runs["map"].metric(g, key), runs["vmap"].metric(g, key), rtol=2e-5, atol=1e-6
+            )
+    assert runs["map"].compilations == runs["vmap"].compilations == 1

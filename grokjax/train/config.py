@@ -209,6 +209,7 @@ class ExperimentConfig:
     stop_when_grokked: bool = True
     checkpoint_every: int = 0
     shard_members: bool = True
+    member_axis: str = "auto"
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -229,6 +230,7 @@ class ExperimentConfig:
         _check("eval_every", self.eval_every >= 0, ">= 0 (0: once per epoch)", self.eval_every)
         _check("evals_per_sync", self.evals_per_sync >= 1, ">= 1", self.evals_per_sync)
         _choice("loss", self.loss, ["softmax", "stablemax"])
+        _choice("member_axis", self.member_axis, ["auto", "vmap", "map"])
         _check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
         _check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
         _check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)

@@ -33,7 +33,7 @@ from grokjax.train.config import ExperimentConfig, from_dict, to_dict
 from grokjax.train.detect import GrokDetector
 from grokjax.train.mesh import group_shardings, member_mesh, place
 from grokjax.train.state import Group, init_groups
-from grokjax.train.step import METRICS, make_interval_fn
+from grokjax.train.step import METRICS, make_interval_fn, resolve_member_axis
 
 __all__ = ["RunResult", "TrainingDiverged", "load_config", "resume_experiment", "run_experiment"]
 
@@ -150,7 +150,8 @@ def run_experiment(
         {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in METRICS} for g in groups
     ]
     states = place(states, state_shardings)
-    fn = make_interval_fn(groups, task, config.loss, interval)
+    member_axis = resolve_member_axis(config.member_axis, len(devices))
+    fn = make_interval_fn(groups, task, config.loss, interval, member_axis)
     jitted = jax.jit(
         fn,
         donate_argnums=0,
