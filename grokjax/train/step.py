@@ -1,7 +1,8 @@
 """The pure, compiled part of training: sampling, the train step, evaluation.
 
 One compiled call runs one *evaluation interval* for every member of every group:
-``lax.scan`` over the interval's steps, each step vmapped over each group's members,
+``lax.scan`` over the interval's steps, each step applied to every member of each
+group (``vmap``, or ``lax.map`` on one CPU device: see :func:`resolve_member_axis`),
 then an evaluation on the full validation split. The global step counter is a scalar
 shared by all members (they advance in lockstep), so nothing branches per member.
 
