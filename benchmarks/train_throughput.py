@@ -28,7 +28,12 @@ import jax.numpy as jnp
 
 from grokjax.train import apply_overrides, resolve, run_experiment
 from grokjax.train.state import init_groups
-from grokjax.train.step import _member_eval, _member_step, make_interval_fn
+from grokjax.train.step import (
+    _member_eval,
+    _member_step,
+    make_interval_fn,
+    resolve_member_axis,
+)
 
 
 def matmul_flops(n: int = 2048, reps: int = 5) -> float:
@@ -75,12 +80,18 @@ def interval_flops(groups, task, loss, states, interval: int) -> float:
     return total
 
 
-def time_program(members: int, eval_every: int, calls: int) -> tuple[float, float]:
-    """(seconds per train step of the whole program, FLOP per step) for ``members``."""
+def time_program(
+    members: int, eval_every: int, calls: int, member_axis: str = "auto"
+) -> tuple[float, float]:
+    """(seconds per train step of the whole program, FLOP per step) for ``members``.
+
+    ``member_axis="auto"`` resolves as the trainer does (``lax.map`` on one CPU device).
+    """
     config = ema_config(members, eval_every)
     task, groups, states = init_groups(config)
     interval = config.eval_interval(task.num_train)
-    fn = jax.jit(make_interval_fn(groups, task, config.loss, interval), donate_argnums=0)
+    axis = resolve_member_axis(member_axis, 1)
+    fn = jax.jit(make_interval_fn(groups, task, config.loss, interval, axis), donate_argnums=0)
     compiled = fn.lower(states, jnp.int32(0)).compile()
     flops = interval_flops(groups, task, config.loss, states, interval) / interval
     states, metrics = compiled(states, jnp.int32(0))
@@ -92,12 +103,31 @@ def time_program(members: int, eval_every: int, calls: int) -> tuple[float, floa
     return (time.perf_counter() - start) / (calls * interval), flops
 
 
+def time_to_grok(max_steps: int = 4000, seed: int = 0) -> tuple[float, int | None]:
+    """Seconds from calling ``run_experiment`` (EMA recipe, one seed) to its stop, and the
+    first evaluated step with 95% validation accuracy (``None`` if not within ``max_steps``).
+
+    The run stops at the first host sync after every member has grokked, so the time
+    includes compilation and up to ``evals_per_sync`` evaluations after the crossing.
+    """
+    config = apply_overrides(
+        ema_config(1, 0),
+        [f"steps={max_steps}", "stop_when_grokked=true", f"methods.0.seeds=[{seed}]"],
+    )
+    start = time.perf_counter()
+    result = run_experiment(config, progress=False)
+    seconds = time.perf_counter() - start
+    step = int(result.detector.generalised[0][0])
+    return seconds, (step if step >= 0 else None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--eval-every", type=int, default=10, help="steps per evaluation")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per member count")
     parser.add_argument("--time-to-grok", action="store_true")
+    parser.add_argument("--member-axis", default="auto", choices=["auto", "vmap", "map"])
     args = parser.parse_args()
 
     peak = matmul_flops()
@@ -108,7 +138,7 @@ def main() -> None:
     base = None
     for m in args.members:
         calls = max(1, args.steps // args.eval_every // max(1, m // 8))
-        seconds, flops = time_program(m, args.eval_every, calls)
+        seconds, flops = time_program(m, args.eval_every, calls, args.member_axis)
         member_steps = m / seconds
         base = base or member_steps
         print(
@@ -117,13 +147,10 @@ def main() -> None:
             f"({flops / seconds / peak:4.0%} of the matmul)"
         )
     if args.time_to_grok:
-        config = apply_overrides(ema_config(1, 0), ["steps=4000", "stop_when_grokked=true"])
-        start = time.perf_counter()
-        result = run_experiment(config, progress=False)
-        step = int(result.detector.generalised[0][0])
+        seconds, step = time_to_grok()
         print(
             f"EMA recipe, seed 0: 95% validation accuracy at step {step}; run_experiment took "
-            f"{time.perf_counter() - start:.1f} s from call to stop (compile included)"
+            f"{seconds:.1f} s from call to stop (compile included)"
         )
 
 

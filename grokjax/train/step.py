@@ -28,21 +28,53 @@ from jax import lax
 import grokjax as gj
 from grokjax.train.state import Group, GroupState, Task
 
-__all__ = ["METRICS", "batch_rows", "make_interval_fn"]
+__all__ = ["METRICS", "batch_rows", "epoch_permutations", "make_interval_fn"]
 
 # Per member, per evaluation: computed in the compiled program.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "finite")
 
 
-def batch_rows(task: Task, key: jax.Array, step: jax.Array, train_idx: jax.Array):
-    """Rows of the table for ``step`` and a mask of the real (non-padding) entries."""
+def epochs_spanned(interval: int, steps_per_epoch: int) -> int:
+    """Most epochs that ``interval`` consecutive steps can touch, wherever they start."""
+    return -(-(interval - 1) // steps_per_epoch) + 1
+
+
+def epoch_permutations(task: Task, key: jax.Array, first_epoch: jax.Array, count: int) -> jax.Array:
+    """``(count, num_train)``: the member's shuffles of epochs ``first_epoch …``.
+
+    Epoch ``e``'s order is ``permutation(fold_in(key, e), num_train)``, the same
+    whichever interval computes it, so the batches depend on ``(key, step)`` alone.
+    """
+    epochs = first_epoch + jnp.arange(count)
+    return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), task.num_train))(
+        epochs
+    )
+
+
+def batch_rows(
+    task: Task,
+    key: jax.Array,
+    step: jax.Array,
+    train_idx: jax.Array,
+    perms: jax.Array | None = None,
+    first_epoch: jax.Array | None = None,
+):
+    """Rows of the table for ``step`` and a mask of the real (non-padding) entries.
+
+    For ``sampling="epoch"``, ``perms``/``first_epoch`` (from :func:`epoch_permutations`)
+    reuse shuffles computed once per interval instead of one per step; the rows are the
+    same either way.
+    """
     b, n = task.batch_size, task.num_train
     if task.sampling == "iid":
         local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
         return train_idx[local], jnp.ones((b,), jnp.float32)
     spe = task.steps_per_epoch
     epoch, pos = step // spe, step % spe
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    if perms is None:
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    else:
+        perm = lax.dynamic_index_in_dim(perms, epoch - first_epoch, keepdims=False)
     perm = jnp.pad(perm, (0, spe * b - n))
     local = lax.dynamic_slice(perm, (pos * b,), (b,))
     mask = (pos * b + jnp.arange(b)) < n
@@ -53,8 +85,16 @@ def _loss(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
     return gj.cross_entropy_with_integer_labels(logits, labels, normalizer=kind)
 
 
-def _member_step(group: Group, task: Task, loss_kind: str, state: GroupState, step):
-    rows, mask = batch_rows(task, state.key, step, state.train_idx)
+def _member_step(
+    group: Group,
+    task: Task,
+    loss_kind: str,
+    state: GroupState,
+    step: jax.Array,
+    perms: jax.Array | None = None,
+    first_epoch: jax.Array | None = None,
+):
+    rows, mask = batch_rows(task, state.key, step, state.train_idx, perms, first_epoch)
     x, y = task.inputs_N[rows], task.labels_N[rows]
     count = jnp.sum(mask)
 
@@ -111,20 +151,33 @@ def make_interval_fn(
     Jit it once (donating ``states``); calls differ only in ``start_step``.
     ``member_axis`` is ``"vmap"`` or ``"map"`` (see :func:`resolve_member_axis`).
     """
-    steps = [
-        _over_members(functools.partial(_member_step, g, task, loss_kind), member_axis)
-        for g in groups
-    ]
+
+    def member_step(group, state_and_perms, step, first_epoch):
+        state, perms = state_and_perms
+        return _member_step(group, task, loss_kind, state, step, perms, first_epoch)
+
+    steps = [_over_members(functools.partial(member_step, g), member_axis) for g in groups]
     evals = [
         _over_members(functools.partial(_member_eval, g, task, loss_kind), member_axis)
         for g in groups
     ]
 
+    shuffle = task.sampling == "epoch"
+    spans = epochs_spanned(interval, task.steps_per_epoch) if shuffle else 0
+    permute = _over_members(
+        lambda st, first: epoch_permutations(task, st.key, first, spans), member_axis
+    )
+
     def interval_fn(states: list[GroupState], start_step: jax.Array):
+        # The shuffles this interval needs, computed once per member (not once per step).
+        first_epoch = start_step // task.steps_per_epoch
+        perms = [permute(st, first_epoch) if shuffle else None for st in states]
+
         def body(carry, offset):
             states, sums = carry
             out = [
-                step_fn(st, start_step + offset) for step_fn, st in zip(steps, states, strict=True)
+                step_fn((st, pm), start_step + offset, first_epoch)
+                for step_fn, st, pm in zip(steps, states, perms, strict=True)
             ]
             states = [s for s, _ in out]
             sums = [acc + stats for acc, (_, stats) in zip(sums, out, strict=True)]
