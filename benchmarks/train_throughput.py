@@ -75,7 +75,7 @@ def interval_flops(groups, task, loss, states, interval: int) -> float:
     total = 0.0
     for group, state in zip(groups, states, strict=True):
         step = jax.vmap(functools.partial(_member_step, group, task, loss), in_axes=(0, None))
-        evaluate = jax.vmap(functools.partial(_member_eval, group, task, loss))
+        evaluate = jax.vmap(functools.partial(_member_eval, group, task, loss, False))
         total += interval * _flops(step, state, jnp.int32(0)) + _flops(evaluate, state)
     return total
 
@@ -93,7 +93,8 @@ def time_program(
     axis = resolve_member_axis(member_axis, 1)
     fn = jax.jit(make_interval_fn(groups, task, config.loss, interval, axis), donate_argnums=0)
     compiled = fn.lower(states, jnp.int32(0)).compile()
-    flops = interval_flops(groups, task, config.loss, states, interval) / interval
+    loss = (config.loss, config.loss_dtype)
+    flops = interval_flops(groups, task, loss, states, interval) / interval
     states, metrics = compiled(states, jnp.int32(0))
     jax.block_until_ready(metrics)
     start = time.perf_counter()

@@ -88,16 +88,17 @@ def _attention(
 
     With ``causal``, query ``i`` sees keys ``0 … i`` (requires ``Q == T``); without it,
     every query sees every key (used for the last position alone). Scores and softmax
-    are computed in float32.
+    are computed in float32 (float64 for float64 inputs).
     """
     scale = 1.0 / math.sqrt(q_BQHK.shape[-1])
+    score_dtype = jnp.promote_types(q_BQHK.dtype, jnp.float32)  # float64 stays float64
     scores_BHQT = (
-        jnp.einsum("bqhk,bthk->bhqt", q_BQHK, k_BTHK, preferred_element_type=jnp.float32) * scale
+        jnp.einsum("bqhk,bthk->bhqt", q_BQHK, k_BTHK, preferred_element_type=score_dtype) * scale
     )
     if causal:
         T = k_BTHK.shape[1]
         scores_BHQT = jnp.where(jnp.tril(jnp.ones((T, T), bool)), scores_BHQT, -jnp.inf)
-    probs_BHQT = jax.nn.softmax(scores_BHQT.astype(jnp.float32), axis=-1)
+    probs_BHQT = jax.nn.softmax(scores_BHQT, axis=-1)
     heads_BQHK = jnp.einsum("bhqt,bthk->bqhk", probs_BHQT.astype(v_BTHK.dtype), v_BTHK)
     return probs_BHQT, heads_BQHK
 

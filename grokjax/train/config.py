@@ -53,27 +53,55 @@ def _check(path: str, ok: bool, requirement: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Binary-operation table mod ``p`` and its split (see :mod:`grokjax.data`)."""
+    """The task and its split (see :mod:`grokjax.data`).
 
+    ``kind = "modular"``: the table of ``x op y mod p`` (``op``, ``p``, ``y_min``) as
+    ``encoding`` ``"tokens"``, ``"tokens_no_op"`` or ``"onehot"``. ``kind =
+    "sparse_parity"``: ``num_samples`` distinct vectors of ``parity_bits`` +
+    ``noise_bits`` bits drawn with ``sample_seed``, labelled by the parity of the first
+    ``parity_bits`` (``encoding = "bits"``). Each member's seed splits its own way.
+    """
+
+    kind: str = "modular"
     op: str = "x*y"
     p: int = 97
     train_fraction: float = 0.5
     y_min: int = 0
     encoding: str = "tokens"
+    parity_bits: int = 3
+    noise_bits: int = 40
+    num_samples: int = 2000
+    sample_seed: int = 0
 
     def validate(self, path: str = "data") -> None:
         from grokjax.data import OPERATIONS
 
-        _choice(f"{path}.op", self.op, list(OPERATIONS))
-        _check(f"{path}.p", self.p >= 2, "an integer >= 2", self.p)
+        _choice(f"{path}.kind", self.kind, ["modular", "sparse_parity"])
         _check(
             f"{path}.train_fraction",
             0.0 < self.train_fraction < 1.0,
             "strictly between 0 and 1",
             self.train_fraction,
         )
+        if self.kind == "sparse_parity":
+            _choice(f"{path}.encoding", self.encoding, ["bits"])
+            _check(f"{path}.parity_bits", self.parity_bits >= 1, ">= 1", self.parity_bits)
+            _check(f"{path}.noise_bits", self.noise_bits >= 0, ">= 0", self.noise_bits)
+            _check(
+                f"{path}.num_samples",
+                2 <= self.num_samples <= 2 ** (self.parity_bits + self.noise_bits),
+                "in [2, 2**(parity_bits + noise_bits)]",
+                self.num_samples,
+            )
+            return
+        _choice(f"{path}.op", self.op, list(OPERATIONS))
+        _check(f"{path}.p", self.p >= 2, "an integer >= 2", self.p)
         _check(f"{path}.y_min", 0 <= self.y_min < self.p, "in [0, p)", self.y_min)
         _choice(f"{path}.encoding", self.encoding, ["tokens", "tokens_no_op", "onehot"])
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.kind == "sparse_parity" else self.p
 
 
 @dataclass(frozen=True)
@@ -112,6 +140,14 @@ class ModelConfig:
             self.hidden,
         )
 
+
+# Parameter/activation dtypes, and the loss precisions each normalizer supports
+# (StableMax in half precision is not a setting of Prieto et al.'s and is refused).
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+LOSS_DTYPES = {
+    "softmax": ("float16", "float32", "float64"),
+    "stablemax": ("float32", "float64"),
+}
 
 # Optimizer fields that inject_hyperparams may sweep (floats); the rest are structural.
 SWEEPABLE = ("learning_rate", "b1", "b2", "eps", "weight_decay", "alpha", "lamb", "momentum")
@@ -204,6 +240,9 @@ class ExperimentConfig:
     eval_every: int = 0
     evals_per_sync: int = 10
     loss: str = "softmax"
+    dtype: str = "float32"
+    loss_dtype: str = "float32"
+    diagnostics: bool = False
     train_threshold: float = 0.99
     val_threshold: float = 0.95
     stop_when_grokked: bool = True
@@ -230,14 +269,42 @@ class ExperimentConfig:
         _check("eval_every", self.eval_every >= 0, ">= 0 (0: once per epoch)", self.eval_every)
         _check("evals_per_sync", self.evals_per_sync >= 1, ">= 1", self.evals_per_sync)
         _choice("loss", self.loss, ["softmax", "stablemax"])
+        _choice("dtype", self.dtype, list(DTYPES))
+        _choice("loss_dtype", self.loss_dtype, list(LOSS_DTYPES[self.loss]))
         _choice("member_axis", self.member_axis, ["auto", "vmap", "map"])
         _check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
         _check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
         _check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
-        if self.data.encoding == "onehot":
-            _check("model.kind", self.model.kind == "mlp", "'mlp' for onehot data", self.model.kind)
+        if self.dtype in ("float16", "bfloat16"):
+            import ml_dtypes
+            import numpy as np
+
+            tiny = float(ml_dtypes.finfo(self.dtype).smallest_normal)
+            for i, method in enumerate(self.methods):
+                eps = method.optimizer.eps
+                _check(
+                    f"methods.{i}.optimizer.eps",
+                    eps == 0 or eps >= tiny,
+                    f"0 or >= {np.float32(tiny):.3g}, the smallest normal {self.dtype} (a "
+                    "smaller eps underflows and Adam divides by zero)",
+                    eps,
+                )
+        vector = self.data.encoding in ("onehot", "bits")
+        if vector:
+            _check(
+                "model.kind",
+                self.model.kind == "mlp",
+                f"'mlp' for {self.data.encoding} data",
+                self.model.kind,
+            )
         elif self.model.kind == "mlp":
-            _check("data.encoding", False, "'onehot' for an mlp model", self.data.encoding)
+            allowed = "'onehot' or 'bits' for an mlp model"
+            _check("data.encoding", False, allowed, self.data.encoding)
+
+    @property
+    def needs_x64(self) -> bool:
+        """Whether parameters or the loss are float64 (the run enables ``jax_enable_x64``)."""
+        return "float64" in (self.dtype, self.loss_dtype)
 
     def steps_per_epoch(self, num_train: int) -> int:
         return math.ceil(num_train / self.batch_size)

@@ -14,6 +14,7 @@ memorise and to generalise per member), ``checkpoints/`` (orbax) and, from
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -33,7 +34,7 @@ from grokjax.train.config import ExperimentConfig, from_dict, to_dict
 from grokjax.train.detect import GrokDetector
 from grokjax.train.mesh import group_shardings, member_mesh, place
 from grokjax.train.state import Group, init_groups
-from grokjax.train.step import METRICS, make_interval_fn, resolve_member_axis
+from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis
 
 __all__ = ["RunResult", "TrainingDiverged", "load_config", "resume_experiment", "run_experiment"]
 
@@ -61,7 +62,9 @@ class RunResult:
         return np.stack(self.history[g][name]) if self.history[g][name] else np.zeros((0, 0))
 
 
-def _member_rows(groups: list[Group], step: int, metrics: list[dict[str, np.ndarray]]):
+def _member_rows(
+    groups: list[Group], step: int, metrics: list[dict[str, np.ndarray]], names: tuple[str, ...]
+):
     for g, (group, m) in enumerate(zip(groups, metrics, strict=True)):
         for i, (seed, hps) in enumerate(group.members):
             row = {
@@ -72,7 +75,7 @@ def _member_rows(groups: list[Group], step: int, metrics: list[dict[str, np.ndar
                 "seed": seed,
             }
             row.update(hps)
-            row.update({k: float(m[k][i]) for k in METRICS if k != "finite"})
+            row.update({k: float(m[k][i]) for k in names if k != "finite"})
             yield row
 
 
@@ -131,7 +134,16 @@ def run_experiment(
     Raises:
         TrainingDiverged: a member's loss or parameters became non-finite. Metrics up
             to that evaluation and earlier checkpoints stay on disk.
+
+    A config with ``dtype`` or ``loss_dtype`` ``"float64"`` runs inside
+    ``jax.enable_x64(True)`` (set before anything is traced; the caller's setting is
+    restored afterwards).
     """
+    with jax.enable_x64(True) if config.needs_x64 else contextlib.nullcontext():
+        return _run(config, run_dir, resume, progress, devices)
+
+
+def _run(config, run_dir, resume, progress, devices) -> RunResult:
     start_time = time.perf_counter()
     task, groups, states = init_groups(config)
     interval = config.eval_interval(task.num_train)
@@ -146,12 +158,21 @@ def run_experiment(
     state_shardings = [
         group_shardings(s, g.size, mesh) for s, g in zip(states, groups, strict=True)
     ]
+    names = metric_names(states[0].params, config.diagnostics)
     metric_shardings = [
-        {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in METRICS} for g in groups
+        {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in names} for g in groups
     ]
     states = place(states, state_shardings)
     member_axis = resolve_member_axis(config.member_axis, len(devices))
-    fn = make_interval_fn(groups, task, config.loss, interval, member_axis)
+    fn = make_interval_fn(
+        groups,
+        task,
+        config.loss,
+        interval,
+        member_axis,
+        loss_dtype=config.loss_dtype,
+        diagnostics=config.diagnostics,
+    )
     jitted = jax.jit(
         fn,
         donate_argnums=0,
@@ -160,7 +181,7 @@ def run_experiment(
     )
 
     detector = GrokDetector([g.size for g in groups], config.train_threshold, config.val_threshold)
-    result = RunResult(config, groups, history=[{k: [] for k in METRICS} for _ in groups])
+    result = RunResult(config, groups, history=[{k: [] for k in names} for _ in groups])
     result.detector = detector
     checkpointer = metrics_file = None
     start_eval = 0
@@ -207,12 +228,12 @@ def run_experiment(
                 _check_finite(groups, host, step, metrics_file, result.run_dir)
                 result.steps.append(step)
                 for g, m in enumerate(host):
-                    for k in METRICS:
+                    for k in names:
                         result.history[g][k].append(np.asarray(m[k]))
                 detector.update(step, host)
                 if metrics_file is not None:
                     metrics_file.writelines(
-                        json.dumps(r) + "\n" for r in _member_rows(groups, step, host)
+                        json.dumps(r) + "\n" for r in _member_rows(groups, step, host, names)
                     )
             pending.clear()
             bar.update(step - bar.n)
@@ -275,9 +296,9 @@ def _replay_row(result: RunResult, row: dict[str, Any]) -> None:
     if not result.steps or result.steps[-1] != row["step"]:
         result.steps.append(row["step"])
         for hist, group in zip(result.history, result.groups, strict=True):
-            for k in METRICS:
+            for k in hist:
                 hist[k].append(np.full(group.size, np.nan if k != "finite" else True))
-    for k in METRICS:
+    for k in result.history[g]:
         if k != "finite":
             result.history[g][k][-1][i] = row[k]
 

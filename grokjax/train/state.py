@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from grokjax.data import modular_arithmetic
+from grokjax.data import modular_arithmetic, sparse_parity
 from grokjax.nn import MLP, Decoder
 from grokjax.train.config import ExperimentConfig, MethodConfig
 from grokjax.train.optimizers import initial_hyperparams, optimizer_factory
@@ -78,18 +78,33 @@ class Group:
 def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[int, Any]]:
     """The table on the device and every seed's split (each seed splits its own way)."""
     d = config.data
-    splits = {
-        seed: modular_arithmetic(d.op, d.p, d.train_fraction, seed, y_min=d.y_min)
-        for seed in sorted(set(seeds))
-    }
+    if d.kind == "sparse_parity":
+        splits = {
+            seed: sparse_parity(
+                d.parity_bits,
+                d.noise_bits,
+                d.num_samples,
+                d.train_fraction,
+                seed,
+                sample_seed=d.sample_seed,
+            )
+            for seed in sorted(set(seeds))
+        }
+    else:
+        splits = {
+            seed: modular_arithmetic(d.op, d.p, d.train_fraction, seed, y_min=d.y_min)
+            for seed in sorted(set(seeds))
+        }
     table = next(iter(splits.values()))
     inputs = table.inputs(d.encoding)
+    if d.encoding in ("onehot", "bits"):  # the MLP's input, in the model's precision
+        inputs = inputs.astype(jnp.dtype(config.dtype))
     task = Task(
         inputs_N=jnp.asarray(inputs),
         labels_N=jnp.asarray(table.labels_N, jnp.int32),
         num_train=table.num_train,
         num_val=table.num_val,
-        num_classes=d.p,
+        num_classes=d.num_classes,
         vocab_size=table.vocab_size(d.encoding),
         seq_len=inputs.shape[1],
         batch_size=config.batch_size,
@@ -101,6 +116,7 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
 def build_model(config: ExperimentConfig, task: Task, seed: int) -> nnx.Module:
     m = config.model
     rngs = nnx.Rngs(params=jax.random.fold_in(jax.random.PRNGKey(seed), 0))
+    dtypes = {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.dtype)}
     if m.kind == "decoder":
         return Decoder(
             task.vocab_size,
@@ -112,10 +128,11 @@ def build_model(config: ExperimentConfig, task: Task, seed: int) -> nnx.Module:
             activation=m.activation,
             positions=m.positions,
             rope_base=m.rope_base,
+            **dtypes,
             rngs=rngs,
         )
     sizes = [task.inputs_N.shape[1], *m.hidden, task.num_classes]
-    return MLP(sizes, activation=m.activation, use_bias=m.use_bias, rngs=rngs)
+    return MLP(sizes, activation=m.activation, use_bias=m.use_bias, **dtypes, rngs=rngs)
 
 
 def _logits_fn(kind: str, graphdef: Any) -> Callable[[Any, jax.Array], jax.Array]:
@@ -132,6 +149,12 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
     (vmapped over each group's seeds and hyperparameters): one compilation, where eager
     initialisation compiled ~120 small kernels (6.6 s of 9.9 s, profiled).
     """
+    if config.needs_x64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"config {config.name!r} trains in float64 (dtype={config.dtype!r}, loss_dtype="
+            f"{config.loss_dtype!r}), which needs 64-bit JAX: use run_experiment (it enables "
+            "x64 for the run) or call this inside `with jax.enable_x64(True):`."
+        )
     all_seeds = [seed for method in config.methods for seed, _ in method.members()]
     task, splits = build_task(config, all_seeds)
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config, task, 0)))

@@ -28,10 +28,40 @@ from jax import lax
 import grokjax as gj
 from grokjax.train.state import Group, GroupState, Task
 
-__all__ = ["METRICS", "batch_rows", "epoch_permutations", "make_interval_fn"]
+__all__ = [
+    "DIAGNOSTICS",
+    "METRICS",
+    "batch_rows",
+    "epoch_permutations",
+    "leaf_names",
+    "make_interval_fn",
+    "metric_names",
+]
 
 # Per member, per evaluation: computed in the compiled program.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "finite")
+# With ``diagnostics``, on the member's whole training split (Prieto et al. 2025), plus
+# one ``nlm_cos/<leaf>`` per parameter leaf (see :func:`metric_names`).
+DIAGNOSTICS = ("sc_fraction", "zero_loss_fraction", "logit_norm", "weight_norm", "nlm_cos_mean")
+
+
+def leaf_names(params) -> list[str]:
+    """``"layers/0/kernel"``-style names of the parameter leaves, in tree order."""
+
+    def name(key) -> str | None:
+        if isinstance(key, jax.tree_util.GetAttrKey):  # an nnx.Variable's ``.value``
+            return None if key.name == "value" else key.name
+        return str(getattr(key, "key", getattr(key, "idx", key)))
+
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    return ["/".join(n for k in path if (n := name(k)) is not None) for path, _ in paths]
+
+
+def metric_names(params, diagnostics: bool) -> tuple[str, ...]:
+    """The metrics an interval reports per member, in order."""
+    if not diagnostics:
+        return METRICS
+    return METRICS + DIAGNOSTICS + tuple(f"nlm_cos/{n}" for n in leaf_names(params))
 
 
 def epochs_spanned(interval: int, steps_per_epoch: int) -> int:
@@ -81,14 +111,23 @@ def batch_rows(
     return train_idx[local], mask.astype(jnp.float32)
 
 
-def _loss(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return gj.cross_entropy_with_integer_labels(logits, labels, normalizer=kind)
+def _loss(kind: str, dtype: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example losses, computed in ``dtype`` (the precision Softmax Collapse is in)."""
+    return gj.cross_entropy_with_integer_labels(logits, labels, normalizer=kind, dtype=dtype)
+
+
+def _mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Mean accumulated in at least float32 (per-example values may be float16)."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    if weights is None:
+        return jnp.mean(x)
+    return jnp.sum(x * weights) / jnp.sum(weights)
 
 
 def _member_step(
     group: Group,
     task: Task,
-    loss_kind: str,
+    loss: tuple[str, str],
     state: GroupState,
     step: jax.Array,
     perms: jax.Array | None = None,
@@ -100,24 +139,65 @@ def _member_step(
 
     def loss_fn(params):
         logits = group.logits_fn(params, x)
-        return jnp.sum(_loss(loss_kind, logits, y) * mask) / count, logits
+        return _mean(_loss(*loss, logits, y), mask), logits
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (mean_loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = group.tx.update(grads, state.opt_state, state.params)
+    # Half-precision moments meet float32 hyperparameters and widen: keep every state
+    # leaf in the dtype it was initialised in (the parameters' dtype, as PyTorch does).
+    opt_state = jax.tree.map(lambda new, old: new.astype(old.dtype), opt_state, state.opt_state)
     params = optax.apply_updates(state.params, updates)
     correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
-    return state._replace(params=params, opt_state=opt_state), jnp.stack(
-        [loss * count, correct, count]
-    )
+    stats = jnp.stack([mean_loss.astype(jnp.float32) * count, correct, count])
+    return state._replace(params=params, opt_state=opt_state), stats
 
 
-def _member_eval(group: Group, task: Task, loss_kind: str, state: GroupState):
+def _member_eval(
+    group: Group, task: Task, loss: tuple[str, str], diagnostics: bool, state: GroupState
+) -> dict[str, jax.Array]:
     x, y = task.inputs_N[state.val_idx], task.labels_N[state.val_idx]
     logits = group.logits_fn(state.params, x)
-    loss = jnp.mean(_loss(loss_kind, logits, y))
-    acc = jnp.mean(jnp.argmax(logits, -1) == y)
-    norm = optax.tree.norm(state.params)
-    return loss, acc, jnp.isfinite(norm)
+    out = {
+        "val_loss": _mean(_loss(*loss, logits, y)),
+        "val_acc": jnp.mean(jnp.argmax(logits, -1) == y),
+        "finite": jnp.isfinite(optax.tree.norm(state.params)),
+    }
+    if diagnostics:
+        out.update(_member_diagnostics(group, task, loss, state))
+    return out
+
+
+def _member_diagnostics(
+    group: Group, task: Task, loss: tuple[str, str], state: GroupState
+) -> dict[str, jax.Array]:
+    """Prieto et al.'s numerical-stability diagnostics on the whole training split.
+
+    ``sc_fraction``: Softmax Collapse fraction with the loss's normalizer, in the loss's
+    precision; ``zero_loss_fraction``: per-example losses exactly 0; ``logit_norm``: mean
+    L2 norm of the logits; ``weight_norm``: global L2 norm of the parameters;
+    ``nlm_cos/<leaf>``: cos(w, −∇L) per leaf, ∇L the full training-split gradient, and
+    ``nlm_cos_mean`` their mean.
+    """
+    x, y = task.inputs_N[state.train_idx], task.labels_N[state.train_idx]
+
+    def train_loss(params):
+        logits = group.logits_fn(params, x)
+        losses = _loss(*loss, logits, y)
+        return _mean(losses), (logits, losses)
+
+    grads, (logits, losses) = jax.grad(train_loss, has_aux=True)(state.params)
+    kind, dtype = loss
+    cosines = jax.tree.leaves(gj.nlm_cosine(state.params, grads))
+    wide = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    out = {
+        "sc_fraction": gj.softmax_collapse_fraction(logits, dtype=dtype, normalizer=kind),
+        "zero_loss_fraction": gj.zero_loss_fraction(losses),
+        "logit_norm": jnp.mean(jnp.linalg.norm(wide, axis=-1)),
+        "weight_norm": gj.global_weight_norm(state.params),
+        "nlm_cos_mean": jnp.mean(jnp.stack(cosines)),
+    }
+    out.update({f"nlm_cos/{n}": c for n, c in zip(leaf_names(state.params), cosines, strict=True)})
+    return out
 
 
 def _over_members(fn, member_axis: str):
@@ -143,22 +223,33 @@ def resolve_member_axis(member_axis: str, num_devices: int) -> str:
 
 
 def make_interval_fn(
-    groups: Sequence[Group], task: Task, loss_kind: str, interval: int, member_axis: str = "vmap"
+    groups: Sequence[Group],
+    task: Task,
+    loss_kind: str,
+    interval: int,
+    member_axis: str = "vmap",
+    *,
+    loss_dtype: str = "float32",
+    diagnostics: bool = False,
 ):
     """``fn(states, start_step) -> (states, metrics)`` for one evaluation interval.
 
-    ``metrics`` holds one dict per group of ``(M,)`` arrays named as in ``METRICS``.
+    ``metrics`` holds one dict per group of ``(M,)`` arrays named as in
+    :func:`metric_names` (losses in at least float32, float64 for a float64 loss).
     Jit it once (donating ``states``); calls differ only in ``start_step``.
     ``member_axis`` is ``"vmap"`` or ``"map"`` (see :func:`resolve_member_axis`).
+    Per-example losses are computed in ``loss_dtype``
+    (means accumulate in at least float32); ``diagnostics`` adds :data:`DIAGNOSTICS`.
     """
+    loss = (loss_kind, loss_dtype)
 
     def member_step(group, state_and_perms, step, first_epoch):
         state, perms = state_and_perms
-        return _member_step(group, task, loss_kind, state, step, perms, first_epoch)
+        return _member_step(group, task, loss, state, step, perms, first_epoch)
 
     steps = [_over_members(functools.partial(member_step, g), member_axis) for g in groups]
     evals = [
-        _over_members(functools.partial(_member_eval, g, task, loss_kind), member_axis)
+        _over_members(functools.partial(_member_eval, g, task, loss, diagnostics), member_axis)
         for g in groups
     ]
 
@@ -187,17 +278,10 @@ def make_interval_fn(
         (states, sums), _ = lax.scan(body, (list(states), zeros), jnp.arange(interval))
         metrics = []
         for eval_fn, st, s in zip(evals, states, sums, strict=True):
-            val_loss, val_acc, params_finite = eval_fn(st)
+            ev = eval_fn(st)
             train_loss = s[:, 0] / s[:, 2]
-            metrics.append(
-                {
-                    "train_loss": train_loss,
-                    "train_acc": s[:, 1] / s[:, 2],
-                    "val_loss": val_loss,
-                    "val_acc": val_acc,
-                    "finite": params_finite & jnp.isfinite(train_loss) & jnp.isfinite(val_loss),
-                }
-            )
+            ev["finite"] = ev["finite"] & jnp.isfinite(train_loss) & jnp.isfinite(ev["val_loss"])
+            metrics.append({"train_loss": train_loss, "train_acc": s[:, 1] / s[:, 2], **ev})
         return states, metrics
 
     return interval_fn

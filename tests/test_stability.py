@@ -1,0 +1,209 @@
+"""Precision control and numerical-stability diagnostics in the trainer (Prieto et al.)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from grokjax.train import apply_overrides, resolve, run_experiment
+from grokjax.train.state import init_groups
+from grokjax.train.step import _member_diagnostics
+
+# A one-hidden-layer MLP on (a + b) mod 11, full batch: runs take a second or two.
+SMALL = [
+    "data.p=11",
+    "data.train_fraction=0.5",
+    "model.hidden=[8]",
+    "batch_size=1000",
+    "eval_every=5",
+    "steps=10",
+    "methods=[{label='adamw', optimizer={learning_rate=0.01, b2=0.99, eps=1e-25, "
+    "decay='decoupled', warmup_steps=0}, seeds=[0, 1]}]",
+]
+
+
+def small(*overrides: str):
+    return apply_overrides(resolve("orthograd_quick"), [*SMALL, *overrides])
+
+
+def _np_forward(kernels, x):
+    """The bias-free ReLU MLP in float64 numpy: hidden activations and logits."""
+    hs = [x]
+    for w in kernels[:-1]:
+        hs.append(np.maximum(hs[-1] @ w, 0.0))
+    return hs, hs[-1] @ kernels[-1]
+
+
+def _np_stablemax_ce(logits, labels):
+    s = np.where(logits >= 0, logits + 1, 1 / (1 - logits))
+    return -np.log(s[np.arange(len(labels)), labels] / s.sum(-1))
+
+
+def _np_softmax_ce_and_grad(kernels, x, y):
+    """Mean softmax CE and its gradient w.r.t. every kernel (float64 backprop)."""
+    hs, logits = _np_forward(kernels, x)
+    z = logits - logits.max(-1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    with np.errstate(divide="ignore"):  # a collapsed wrong row has p = 0, loss inf
+        losses = -np.log(p[np.arange(len(y)), y])
+    d = p.copy()
+    d[np.arange(len(y)), y] -= 1
+    d /= len(y)
+    grads = [None] * len(kernels)
+    for i in range(len(kernels) - 1, -1, -1):
+        grads[i] = hs[i].T @ d
+        if i:
+            d = (d @ kernels[i].T) * (hs[i] > 0)
+    return logits, losses, grads
+
+
+def _kernels(params, member=None):
+    """The MLP's kernels (its only leaves, in layer order) as float64 numpy arrays."""
+    leaves = jax.tree.leaves(params)
+    return [np.asarray(x if member is None else x[member], np.float64) for x in leaves]
+
+
+def _scale_logits(params, scale):
+    """Multiply the last layer's kernel (the last leaf) by ``scale``."""
+    leaves, treedef = jax.tree.flatten(params)
+    return jax.tree.unflatten(treedef, [*leaves[:-1], leaves[-1] * scale])
+
+
+def test_float64_training_runs_in_float64_and_restores_x64():
+    config = small("dtype='float64'", "loss='stablemax'", "loss_dtype='float64'")
+    assert not jax.config.jax_enable_x64
+    result = run_experiment(config, progress=False)
+    assert not jax.config.jax_enable_x64  # the caller's setting is back
+    state = result.final_states[0]
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float64")}
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} >= {jnp.dtype("float64")}
+    val_loss = result.history[0]["val_loss"][-1]
+    assert val_loss.dtype == np.float64
+    # The reported loss is the float64 StableMax CE of the final weights, to float64
+    # rounding (a float32 computation would be off by ~1e-7 relative).
+    with pytest.raises(ValueError, match="64-bit JAX"):
+        init_groups(config)  # outside run_experiment, x64 is the caller's to enable
+    with jax.enable_x64(True):
+        task, _, _ = init_groups(config)
+    inputs, labels = np.asarray(task.inputs_N, np.float64), np.asarray(task.labels_N)
+    for m in range(2):
+        val = np.asarray(state.val_idx[m])
+        _, logits = _np_forward(_kernels(state.params, m), inputs[val])
+        want = _np_stablemax_ce(logits, labels[val]).mean()
+        np.testing.assert_allclose(val_loss[m], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_parameters(dtype):
+    config = small(f"dtype='{dtype}'", "methods.0.optimizer.eps=1e-3")
+    result = run_experiment(config, progress=False)
+    leaves = jax.tree.leaves(result.final_states[0].params)
+    assert {x.dtype for x in leaves} == {jnp.dtype(dtype)}
+    assert np.all(np.isfinite(result.history[0]["train_loss"][-1]))
+
+
+def _gaps(task, state):
+    """Top-1 minus top-2 logit per training row, the argmax and the label (numpy)."""
+    rows = np.asarray(state.train_idx)
+    _, logits = _np_forward(_kernels(state.params), np.asarray(task.inputs_N, np.float64)[rows])
+    top = np.sort(logits, axis=-1)
+    return top[:, -1] - top[:, -2], logits.argmax(-1), np.asarray(task.labels_N)[rows]
+
+
+def test_float16_softmax_loss_is_computed_in_float16():
+    """Scale the logits so that correctly classified rows lead by ~12: exp(-12) is
+    below float16's half-ulp of 1 but not float32's, so those losses are exactly 0 in
+    float16 and positive in float32."""
+    task, groups, states = init_groups(small())
+    state = jax.tree.map(lambda x: x[0], states[0])
+    gap, argmax, labels = _gaps(task, state)
+    right = argmax == labels
+    assert right.any()
+    scale = 12.0 / np.median(gap[right])
+    state = state._replace(params=_scale_logits(state.params, scale))
+    half = _member_diagnostics(groups[0], task, ("softmax", "float16"), state)
+    single = _member_diagnostics(groups[0], task, ("softmax", "float32"), state)
+    assert float(half["zero_loss_fraction"]) >= 0.5 * right.mean()
+    assert float(half["zero_loss_fraction"]) > float(single["zero_loss_fraction"])
+    assert float(half["sc_fraction"]) > float(single["sc_fraction"])
+
+
+def test_diagnostics_match_a_float64_reference_and_collapse():
+    """SC fraction 0 at initialisation and 1 after scaling the logits up; every
+    diagnostic equals an independent numpy computation on the training split."""
+    config = small("diagnostics=true")
+    task, groups, states = init_groups(config)
+    inputs, labels = np.asarray(task.inputs_N, np.float64), np.asarray(task.labels_N)
+    loss = ("softmax", "float32")
+    fresh = jax.tree.map(lambda x: x[0], states[0])
+    gap, _, _ = _gaps(task, fresh)
+    # every row's runner-up ends up >= 200 below the top: exp(-200) is 0 in float32
+    for scale, want_sc in [(1.0, 0.0), (200.0 / gap.min(), 1.0)]:
+        state = fresh._replace(params=_scale_logits(fresh.params, scale))
+        got = _member_diagnostics(groups[0], task, loss, state)
+        assert float(got["sc_fraction"]) == want_sc
+
+        kernels = _kernels(state.params)
+        rows = np.asarray(state.train_idx)
+        logits, losses, grads = _np_softmax_ce_and_grad(kernels, inputs[rows], labels[rows])
+        np.testing.assert_allclose(
+            got["logit_norm"], np.linalg.norm(logits, axis=-1).mean(), rtol=1e-5
+        )
+        weight_norm = np.sqrt(sum(np.sum(k**2) for k in kernels))
+        np.testing.assert_allclose(got["weight_norm"], weight_norm, rtol=1e-6)
+        np.testing.assert_allclose(got["zero_loss_fraction"], np.mean(losses == 0), atol=0)
+        cosines = [
+            np.sum(k * -g) / (np.linalg.norm(k) * np.linalg.norm(g))
+            for k, g in zip(kernels, grads, strict=True)
+        ]
+        for i, c in enumerate(cosines):
+            np.testing.assert_allclose(got[f"nlm_cos/layers/{i}/kernel"], c, atol=2e-5)
+        np.testing.assert_allclose(got["nlm_cos_mean"], np.mean(cosines), atol=2e-5)
+
+
+def test_diagnostics_are_logged_per_member(tmp_path):
+    import json
+
+    result = run_experiment(small("diagnostics=true"), run_dir=tmp_path / "run", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2  # 2 evaluations x 2 members
+    want = {"sc_fraction", "zero_loss_fraction", "logit_norm", "weight_norm", "nlm_cos_mean"}
+    assert want | {"nlm_cos/layers/0/kernel", "nlm_cos/layers/1/kernel"} <= rows[0].keys()
+    assert result.compilations == 1
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["dtype"], config["loss_dtype"], config["diagnostics"]) == (
+        "float32",
+        "float32",
+        True,
+    )
+
+
+def test_trainer_runs_sparse_parity():
+    config = small(
+        "data.kind='sparse_parity'",
+        "data.encoding='bits'",
+        "data.num_samples=64",
+        "data.noise_bits=5",
+    )
+    task, _, _ = init_groups(config)
+    assert task.inputs_N.shape == (64, 8) and task.num_classes == 2
+    result = run_experiment(config, progress=False)
+    assert result.metric(0, "val_acc").shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dtype='float8'", "dtype"),
+        ("loss_dtype='float16'", "loss_dtype"),  # StableMax in float16 is refused
+        ("data.encoding='bits'", "data.encoding"),  # bits belong to sparse parity
+        ("dtype='float16'", "eps"),  # eps 1e-25 is 0 in float16
+    ],
+)
+def test_bad_precision_and_data_settings_name_the_key(override, message):
+    from grokjax.train import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        small("loss='stablemax'", override)
