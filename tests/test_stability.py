@@ -207,3 +207,19 @@ def test_bad_precision_and_data_settings_name_the_key(override, message):
 
     with pytest.raises(ConfigError, match=message):
         small("loss='stablemax'", override)
+
+
+def test_quick_orthograd_contrast_at_reduced_size():
+    """`stability-quick` at p = 59: ⊥AdamW generalises for every seed, AdamW (wd 0)
+    memorises the training split and stays near 0% test accuracy."""
+    config = apply_overrides(resolve("stability-quick"), ["data.p=59", "batch_size=1392"])
+    assert [m.label for m in config.methods] == ["adamw", "ortho_adamw"]
+    result = run_experiment(config, progress=False)
+    assert result.compilations == 1
+    at_200 = result.steps.index(200)
+    adamw, ortho = 0, 1
+    assert np.all(result.metric(ortho, "val_acc")[at_200] >= 0.95)
+    assert np.all(result.metric(ortho, "val_acc")[-1] >= 0.99)
+    assert np.all(result.metric(adamw, "train_acc")[-1] == 1.0)
+    assert np.all(result.metric(adamw, "val_acc")[-1] < 0.05)
+    assert result.metric(adamw, "sc_fraction").shape == (30, 3)

@@ -118,10 +118,39 @@ def orthograd_quick() -> ExperimentConfig:
     )
 
 
+def stability_quick() -> ExperimentConfig:
+    """Prieto et al.'s Fig. 1 contrast, ⊥AdamW vs AdamW (wd 0), 3 seeds, with diagnostics."""
+    adam = dataclasses.replace(orthograd_quick().methods[0].optimizer)
+    return ExperimentConfig(
+        name="stability-quick",
+        description=(
+            "Prieto et al. 2025, Fig. 1: (a + b) mod 113 as one-hot pairs, 40% train, full "
+            "batch, bias-free ReLU MLP 226 -> 200 -> 200 -> 113, softmax cross entropy in "
+            "float32, lr 0.01, β2 0.99, eps 1e-25, no weight decay; AdamW vs ⊥AdamW, 3 seeds "
+            "each, with the numerical-stability diagnostics (Softmax Collapse fraction, "
+            "zero losses, NLM cosine, weight and logit norms) every 10 steps. The paper: "
+            "⊥AdamW reaches ~100% test accuracy by epoch ~150; AdamW stays at ~0.1% while "
+            "its Softmax Collapse fraction rises."
+        ),
+        methods=(
+            MethodConfig("adamw", adam, (0, 1, 2)),
+            MethodConfig("ortho_adamw", dataclasses.replace(adam, orthograd=True), (0, 1, 2)),
+        ),
+        data=DataConfig(op="x+y", p=113, train_fraction=0.4, encoding="onehot"),
+        model=ModelConfig(kind="mlp", hidden=(200, 200), activation="relu", use_bias=False),
+        steps=300,
+        batch_size=5107,  # the whole training split: 40% of 113²
+        eval_every=10,
+        diagnostics=True,
+        stop_when_grokked=False,
+    )
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "grokfast_modmul": grokfast_modmul,
     "grokfast_quick": grokfast_quick,
     "orthograd_quick": orthograd_quick,
+    "stability-quick": stability_quick,
 }
 DEFAULT = "grokfast_modmul"
 

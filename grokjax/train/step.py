@@ -124,6 +124,41 @@ def _mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     return jnp.sum(x * weights) / jnp.sum(weights)
 
 
+def _member_grads(
+    group: Group,
+    task: Task,
+    loss: tuple[str, str],
+    member: tuple,
+    step: jax.Array,
+    first_epoch: jax.Array | None = None,
+):
+    """Gradient and ``[loss·count, correct, count]`` of one member's batch for ``step``.
+
+    ``member`` is ``(params, key, train_idx, perms)`` (``perms`` may be ``None``).
+    """
+    params, key, train_idx, perms = member
+    rows, mask = batch_rows(task, key, step, train_idx, perms, first_epoch)
+    x, y = task.inputs_N[rows], task.labels_N[rows]
+    count = jnp.sum(mask)
+
+    def loss_fn(params):
+        logits = group.logits_fn(params, x)
+        return _mean(_loss(*loss, logits, y), mask), logits
+
+    (mean_loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
+    return grads, jnp.stack([mean_loss.astype(jnp.float32) * count, correct, count])
+
+
+def _member_update(group: Group, grads, opt_state, params):
+    """One optimizer update: ``(params, opt_state)`` after ``grads``."""
+    updates, new_state = group.tx.update(grads, opt_state, params)
+    # Half-precision moments meet float32 hyperparameters and widen: keep every state
+    # leaf in the dtype it was initialised in (the parameters' dtype, as PyTorch does).
+    new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, opt_state)
+    return optax.apply_updates(params, updates), new_state
+
+
 def _member_step(
     group: Group,
     task: Task,
@@ -133,22 +168,41 @@ def _member_step(
     perms: jax.Array | None = None,
     first_epoch: jax.Array | None = None,
 ):
-    rows, mask = batch_rows(task, state.key, step, state.train_idx, perms, first_epoch)
-    x, y = task.inputs_N[rows], task.labels_N[rows]
-    count = jnp.sum(mask)
+    """One member's whole training step (the unbatched reference of a group step)."""
+    member = (state.params, state.key, state.train_idx, perms)
+    grads, stats = _member_grads(group, task, loss, member, step, first_epoch)
+    params, opt_state = _member_update(group, grads, state.opt_state, state.params)
+    return state._replace(params=params, opt_state=opt_state), stats
 
-    def loss_fn(params):
-        logits = group.logits_fn(params, x)
-        return _mean(_loss(*loss, logits, y), mask), logits
 
-    (mean_loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = group.tx.update(grads, state.opt_state, state.params)
-    # Half-precision moments meet float32 hyperparameters and widen: keep every state
-    # leaf in the dtype it was initialised in (the parameters' dtype, as PyTorch does).
-    opt_state = jax.tree.map(lambda new, old: new.astype(old.dtype), opt_state, state.opt_state)
-    params = optax.apply_updates(state.params, updates)
-    correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
-    stats = jnp.stack([mean_loss.astype(jnp.float32) * count, correct, count])
+def _group_step(
+    group: Group,
+    task: Task,
+    loss: tuple[str, str],
+    member_axis: str,
+    state: GroupState,
+    perms: jax.Array | None,
+    step: jax.Array,
+    first_epoch: jax.Array,
+):
+    """Every member's step: gradients per member (``vmap`` or ``lax.map``), then one
+    vmapped optimizer update.
+
+    Only the gradient — the matmuls — runs under ``lax.map``: mapping the update too
+    would slice each member's whole optimizer state out of the stacked state and write
+    it back every step, which for Grokfast-MA's 100-gradient window measured 2.5x
+    slower than EMA (8.3 vs 20.8 member-steps/s); the update is elementwise, so
+    vmapping it costs nothing.
+    """
+    members = (state.params, state.key, state.train_idx, perms)
+    grads_fn = functools.partial(_member_grads, group, task, loss)
+    if member_axis == "vmap":
+        grads, stats = jax.vmap(grads_fn, in_axes=(0, None, None))(members, step, first_epoch)
+    else:
+        grads, stats = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
+    params, opt_state = jax.vmap(functools.partial(_member_update, group))(
+        grads, state.opt_state, state.params
+    )
     return state._replace(params=params, opt_state=opt_state), stats
 
 
@@ -243,11 +297,7 @@ def make_interval_fn(
     """
     loss = (loss_kind, loss_dtype)
 
-    def member_step(group, state_and_perms, step, first_epoch):
-        state, perms = state_and_perms
-        return _member_step(group, task, loss, state, step, perms, first_epoch)
-
-    steps = [_over_members(functools.partial(member_step, g), member_axis) for g in groups]
+    steps = [functools.partial(_group_step, g, task, loss, member_axis) for g in groups]
     evals = [
         _over_members(functools.partial(_member_eval, g, task, loss, diagnostics), member_axis)
         for g in groups
@@ -267,7 +317,7 @@ def make_interval_fn(
         def body(carry, offset):
             states, sums = carry
             out = [
-                step_fn((st, pm), start_step + offset, first_epoch)
+                step_fn(st, pm, start_step + offset, first_epoch)
                 for step_fn, st, pm in zip(steps, states, perms, strict=True)
             ]
             states = [s for s, _ in out]

@@ -12,7 +12,7 @@ import numpy as np
 
 from grokjax.viz.records import RunRecord
 
-__all__ = ["plot_curves", "plot_steps_to_grok", "write_figures"]
+__all__ = ["plot_curves", "plot_stability", "plot_steps_to_grok", "write_figures"]
 
 
 def _colors(n: int) -> list:
@@ -42,12 +42,64 @@ def plot_curves(record: RunRecord, kind: str = "acc") -> plt.Figure:
         ax.set_yscale("log")
     ax.set_xlabel("optimisation step")
     ax.set_ylabel("accuracy" if kind == "acc" else "cross-entropy loss")
-    data = record.config["data"]
-    ax.set_title(
-        f"{record.config['name']}: {data['op']} mod {data['p']}, {data['train_fraction']:.0%} train"
-    )
+    ax.set_title(_title(record))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _title(record: RunRecord) -> str:
+    data = record.config["data"]
+    if data.get("kind") == "sparse_parity":
+        task = f"sparse parity (k {data['parity_bits']}, n {data['noise_bits']})"
+    else:
+        task = f"{data['op']} mod {data['p']}"
+    cfg = record.config
+    precision = cfg.get("dtype", "float32")
+    loss = f"{cfg.get('loss', 'softmax')} CE in {cfg.get('loss_dtype', 'float32')}"
+    return (
+        f"{record.config['name']}: {task}, {data['train_fraction']:.0%} train, "
+        f"{precision} params, {loss}"
+    )
+
+
+STABILITY_PANELS = (
+    ("val_acc", "validation accuracy", False),
+    ("sc_fraction", "Softmax Collapse fraction", False),
+    ("zero_loss_fraction", "fraction of zero losses", False),
+    ("nlm_cos_mean", "NLM cosine cos(w, -∇L), mean", False),
+    ("weight_norm", "weight norm", True),
+    ("logit_norm", "logit norm", True),
+)
+
+
+def plot_stability(record: RunRecord) -> plt.Figure:
+    """Prieto et al.'s diagnostics against step (log x): validation accuracy, Softmax
+    Collapse fraction, zero-loss fraction, NLM cosine, weight and logit norms; one thin
+    line per member, the method's median thick."""
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (key, label, log_y) in zip(axes.flat, STABILITY_PANELS, strict=True):
+        for method, color in zip(record.methods, _colors(len(record.methods)), strict=True):
+            if method.steps.size == 0 or key not in method.metrics:
+                continue
+            values = method.metrics[key]
+            ax.plot(method.steps, values, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(
+                method.steps,
+                np.nanmedian(values, axis=1),
+                color=color,
+                linewidth=2.2,
+                label=f"{method.label} (median of {values.shape[1]})",
+            )
+        ax.set_xscale("log")
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel("optimisation step")
+        ax.set_title(label, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle(_title(record), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -91,15 +143,19 @@ def plot_steps_to_grok(record: RunRecord) -> plt.Figure:
 
 
 def write_figures(record: RunRecord) -> list[pathlib.Path]:
-    """Write ``plots/accuracy.png``, ``plots/loss.png``, ``plots/steps_to_grok.png``."""
+    """Write ``plots/accuracy.png``, ``plots/loss.png``, ``plots/steps_to_grok.png``
+    and, for runs with diagnostics, ``plots/stability.png``."""
     out = record.run_dir / "plots"
     out.mkdir(exist_ok=True)
     paths = []
-    for name, fig in (
+    figures = [
         ("accuracy.png", plot_curves(record, "acc")),
         ("loss.png", plot_curves(record, "loss")),
         ("steps_to_grok.png", plot_steps_to_grok(record)),
-    ):
+    ]
+    if any("sc_fraction" in m.metrics for m in record.methods):
+        figures.append(("stability.png", plot_stability(record)))
+    for name, fig in figures:
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
         paths.append(out / name)

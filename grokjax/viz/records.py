@@ -55,10 +55,11 @@ def load_run(run_dir: str | pathlib.Path) -> RunRecord:
         members = sorted({r["member"] for r in mine})
         index = {s: i for i, s in enumerate(steps)}
         metrics = {}
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        names = {k for r in mine for k, v in r.items() if isinstance(v, float)}
+        for key in sorted(names | {"train_loss", "train_acc", "val_loss", "val_acc"}):
             arr = np.full((len(steps), len(members)), np.nan)
             for r in mine:
-                arr[index[r["step"]], r["member"]] = r[key]
+                arr[index[r["step"]], r["member"]] = r.get(key, np.nan)
             metrics[key] = arr
         gr = [r for r in grok if r["method"] == method["label"]]
         seeds = [r["seed"] for r in sorted(gr, key=lambda r: r["member"])] or [

@@ -64,6 +64,17 @@ def results_table(record: RunRecord) -> str:
     return "\n".join(lines)
 
 
+def _data_line(data: dict) -> str:
+    if data.get("kind") == "sparse_parity":
+        task = (
+            f"sparse parity, {data['parity_bits']} parity + {data['noise_bits']} noise bits, "
+            f"{data['num_samples']} samples"
+        )
+    else:
+        task = f"`{data['op']}` mod {data['p']}"
+    return f"- data: {task}, {data['train_fraction']:.0%} train, encoding `{data['encoding']}`"
+
+
 def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Path:
     """(Re)draw the figures and write ``report.md`` for the run in ``run_dir``."""
     record = load_run(run_dir)
@@ -77,8 +88,9 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         "",
         cfg.get("description") or "",
         "",
-        f"- data: `{data['op']}` mod {data['p']}, {data['train_fraction']:.0%} train, "
-        f"encoding `{data['encoding']}`",
+        _data_line(data),
+        f"- precision: {cfg.get('dtype', 'float32')} parameters and activations; "
+        f"{cfg.get('loss', 'softmax')} cross entropy in {cfg.get('loss_dtype', 'float32')}",
         f"- model: {model['kind']}"
         + (
             f" (depth {model['depth']}, width {model['width']}, {model['heads']} heads)"
@@ -112,6 +124,8 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         "![steps to grok](plots/steps_to_grok.png)",
         "",
     ]
+    if (pathlib.Path(run_dir) / "plots" / "stability.png").exists():
+        lines += ["![numerical stability](plots/stability.png)", ""]
     path = pathlib.Path(run_dir) / "report.md"
     path.write_text("\n".join(lines))
     return path
