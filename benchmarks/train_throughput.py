@@ -65,7 +65,7 @@ def _flops(fn, *args) -> float:
     return float(cost["flops"])
 
 
-def interval_flops(groups, task, loss, states, interval: int) -> float:
+def interval_flops(groups, task, states, interval: int) -> float:
     """FLOP of one interval: ``interval`` train steps plus one evaluation.
 
     XLA's cost analysis counts a while loop's body once, not once per trip, so the
@@ -74,8 +74,8 @@ def interval_flops(groups, task, loss, states, interval: int) -> float:
     """
     total = 0.0
     for group, state in zip(groups, states, strict=True):
-        step = jax.vmap(functools.partial(_member_step, group, task, loss), in_axes=(0, None))
-        evaluate = jax.vmap(functools.partial(_member_eval, group, task, loss, False))
+        step = jax.vmap(functools.partial(_member_step, group, task, group.loss), in_axes=(0, None))
+        evaluate = jax.vmap(functools.partial(_member_eval, group, task, group.loss, False))
         total += interval * _flops(step, state, jnp.int32(0)) + _flops(evaluate, state)
     return total
 
@@ -91,10 +91,9 @@ def time_program(
     task, groups, states = init_groups(config)
     interval = config.eval_interval(task.num_train)
     axis = resolve_member_axis(member_axis, 1)
-    fn = jax.jit(make_interval_fn(groups, task, config.loss, interval, axis), donate_argnums=0)
+    fn = jax.jit(make_interval_fn(groups, task, interval, axis), donate_argnums=0)
     compiled = fn.lower(states, jnp.int32(0)).compile()
-    loss = (config.loss, config.loss_dtype)
-    flops = interval_flops(groups, task, loss, states, interval) / interval
+    flops = interval_flops(groups, task, states, interval) / interval
     states, metrics = compiled(states, jnp.int32(0))
     jax.block_until_ready(metrics)
     start = time.perf_counter()

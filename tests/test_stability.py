@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -223,3 +225,52 @@ def test_quick_orthograd_contrast_at_reduced_size():
     assert np.all(result.metric(adamw, "train_acc")[-1] == 1.0)
     assert np.all(result.metric(adamw, "val_acc")[-1] < 0.05)
     assert result.metric(adamw, "sc_fraction").shape == (30, 3)
+
+
+def test_methods_can_use_their_own_loss_and_precision():
+    """One program, two groups: softmax CE in float32 and StableMax CE in float64."""
+    opt = "optimizer={learning_rate=0.01, b2=0.99, eps=1e-25, decay='decoupled', warmup_steps=0}"
+    config = small(
+        f"methods=[{{label='softmax32', {opt}, seeds=[0]}}, "
+        f"{{label='stablemax64', loss='stablemax', loss_dtype='float64', {opt}, seeds=[0]}}]"
+    )
+    assert config.needs_x64
+    result = run_experiment(config, progress=False)
+    assert result.compilations == 1
+    assert [g.loss for g in result.groups] == [("softmax", "float32"), ("stablemax", "float64")]
+    assert result.history[0]["val_loss"][-1].dtype == np.float32
+    assert result.history[1]["val_loss"][-1].dtype == np.float64
+    state = result.final_states[1]
+    with jax.enable_x64(True):
+        task, _, _ = init_groups(config)
+    val = np.asarray(state.val_idx[0])
+    inputs, labels = np.asarray(task.inputs_N, np.float64), np.asarray(task.labels_N)
+    # float32 parameters, float64 loss: the reference casts the float32 logits up
+    _, logits = _np_forward(_kernels(state.params, 0), inputs[val])
+    want = _np_stablemax_ce(logits, labels[val]).mean()
+    np.testing.assert_allclose(result.history[1]["val_loss"][-1][0], want, rtol=1e-5)
+    with pytest.raises(Exception, match=r"methods.1.loss_dtype"):
+        small(
+            f"methods=[{{label='a', {opt}}}, "
+            f"{{label='b', loss='stablemax', loss_dtype='float16', {opt}}}]"
+        )
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        p.stem for p in (pathlib.Path(__file__).parents[1] / "experiments").glob("stability_*.toml")
+    ),
+)
+def test_stability_experiments_run(name, tmp_path):
+    """Every figure-set config compiles once and trains two steps, writing its report
+    with the stability figure."""
+    from grokjax.viz import write_report
+
+    config = apply_overrides(resolve(name), ["steps=2", "eval_every=2", "checkpoint_every=0"])
+    assert config.diagnostics
+    result = run_experiment(config, run_dir=tmp_path / "run", progress=False)
+    assert result.compilations == 1 and result.steps == [2]
+    write_report(tmp_path / "run")
+    assert (tmp_path / "run" / "plots" / "stability.png").exists()
+    assert "stability.png" in (tmp_path / "run" / "report.md").read_text()

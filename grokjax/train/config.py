@@ -203,6 +203,8 @@ class MethodConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     seeds: tuple[int, ...] = (0,)
     sweep: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    loss: str = ""  # "" = the experiment's loss
+    loss_dtype: str = ""  # "" = the experiment's loss_dtype
 
     def validate(self, path: str) -> None:
         _check(f"{path}.label", bool(self.label), "a non-empty string", self.label)
@@ -271,6 +273,11 @@ class ExperimentConfig:
         _choice("loss", self.loss, ["softmax", "stablemax"])
         _choice("dtype", self.dtype, list(DTYPES))
         _choice("loss_dtype", self.loss_dtype, list(LOSS_DTYPES[self.loss]))
+        for i, method in enumerate(self.methods):
+            _choice(f"methods.{i}.loss", method.loss, ["", *LOSS_DTYPES])
+            kind, dtype = self.method_loss(method)
+            key = f"methods.{i}.loss_dtype" if method.loss_dtype else f"loss_dtype (methods.{i})"
+            _choice(f"{key} for loss {kind!r}", dtype, list(LOSS_DTYPES[kind]))
         _choice("member_axis", self.member_axis, ["auto", "vmap", "map"])
         _check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
         _check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
@@ -301,10 +308,15 @@ class ExperimentConfig:
             allowed = "'onehot' or 'bits' for an mlp model"
             _check("data.encoding", False, allowed, self.data.encoding)
 
+    def method_loss(self, method: MethodConfig) -> tuple[str, str]:
+        """``(normalizer, loss dtype)`` of ``method``: its own, else the experiment's."""
+        return (method.loss or self.loss, method.loss_dtype or self.loss_dtype)
+
     @property
     def needs_x64(self) -> bool:
-        """Whether parameters or the loss are float64 (the run enables ``jax_enable_x64``)."""
-        return "float64" in (self.dtype, self.loss_dtype)
+        """Whether parameters or any loss are float64 (the run enables ``jax_enable_x64``)."""
+        dtypes = {self.dtype, self.loss_dtype} | {self.method_loss(m)[1] for m in self.methods}
+        return "float64" in dtypes
 
     def steps_per_epoch(self, num_train: int) -> int:
         return math.ceil(num_train / self.batch_size)

@@ -135,7 +135,7 @@ def run_experiment(
         TrainingDiverged: a member's loss or parameters became non-finite. Metrics up
             to that evaluation and earlier checkpoints stay on disk.
 
-    A config with ``dtype`` or ``loss_dtype`` ``"float64"`` runs inside
+    A config with ``dtype`` or any ``loss_dtype`` ``"float64"`` runs inside
     ``jax.enable_x64(True)`` (set before anything is traced; the caller's setting is
     restored afterwards).
     """
@@ -164,15 +164,7 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     ]
     states = place(states, state_shardings)
     member_axis = resolve_member_axis(config.member_axis, len(devices))
-    fn = make_interval_fn(
-        groups,
-        task,
-        config.loss,
-        interval,
-        member_axis,
-        loss_dtype=config.loss_dtype,
-        diagnostics=config.diagnostics,
-    )
+    fn = make_interval_fn(groups, task, interval, member_axis, diagnostics=config.diagnostics)
     jitted = jax.jit(
         fn,
         donate_argnums=0,

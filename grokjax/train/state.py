@@ -64,6 +64,7 @@ class Group:
     tx: optax.GradientTransformation
     graphdef: Any
     logits_fn: Callable[[Any, jax.Array], jax.Array]  # (params, inputs_B…) -> logits_BC
+    loss: tuple[str, str] = ("softmax", "float32")  # (normalizer, dtype of the losses)
 
     @property
     def size(self) -> int:
@@ -151,9 +152,9 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
     """
     if config.needs_x64 and not jax.config.jax_enable_x64:
         raise ValueError(
-            f"config {config.name!r} trains in float64 (dtype={config.dtype!r}, loss_dtype="
-            f"{config.loss_dtype!r}), which needs 64-bit JAX: use run_experiment (it enables "
-            "x64 for the run) or call this inside `with jax.enable_x64(True):`."
+            f"config {config.name!r} trains or computes a loss in float64 (dtype="
+            f"{config.dtype!r}), which needs 64-bit JAX: use run_experiment (it enables x64 "
+            "for the run) or call this inside `with jax.enable_x64(True):`."
         )
     all_seeds = [seed for method in config.methods for seed, _ in method.members()]
     task, splits = build_task(config, all_seeds)
@@ -191,7 +192,14 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
         seeds = [seed for seed, _ in group_members]
         tx = factory(**initial_hyperparams(method.optimizer))  # reads hyperparams from state
         groups.append(
-            Group(method, group_members, tx, graphdef, _logits_fn(config.model.kind, graphdef))
+            Group(
+                method,
+                group_members,
+                tx,
+                graphdef,
+                _logits_fn(config.model.kind, graphdef),
+                config.method_loss(method),
+            )
         )
         states.append(
             GroupState(

@@ -279,11 +279,9 @@ def resolve_member_axis(member_axis: str, num_devices: int) -> str:
 def make_interval_fn(
     groups: Sequence[Group],
     task: Task,
-    loss_kind: str,
     interval: int,
     member_axis: str = "vmap",
     *,
-    loss_dtype: str = "float32",
     diagnostics: bool = False,
 ):
     """``fn(states, start_step) -> (states, metrics)`` for one evaluation interval.
@@ -292,14 +290,13 @@ def make_interval_fn(
     :func:`metric_names` (losses in at least float32, float64 for a float64 loss).
     Jit it once (donating ``states``); calls differ only in ``start_step``.
     ``member_axis`` is ``"vmap"`` or ``"map"`` (see :func:`resolve_member_axis`).
-    Per-example losses are computed in ``loss_dtype``
-    (means accumulate in at least float32); ``diagnostics`` adds :data:`DIAGNOSTICS`.
+    Each group computes its per-example losses with its own ``group.loss`` (normalizer,
+    dtype); means accumulate in at least float32. ``diagnostics`` adds
+    :data:`DIAGNOSTICS`.
     """
-    loss = (loss_kind, loss_dtype)
-
-    steps = [functools.partial(_group_step, g, task, loss, member_axis) for g in groups]
+    steps = [functools.partial(_group_step, g, task, g.loss, member_axis) for g in groups]
     evals = [
-        _over_members(functools.partial(_member_eval, g, task, loss, diagnostics), member_axis)
+        _over_members(functools.partial(_member_eval, g, task, g.loss, diagnostics), member_axis)
         for g in groups
     ]
 
