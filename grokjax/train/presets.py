@@ -58,7 +58,7 @@ def grokfast_modmul() -> ExperimentConfig:
         methods=grokfast_methods((0, 1)),
         data=_GROKFAST_DATA,
         model=ModelConfig(kind="decoder", depth=2, width=128, heads=4, mlp_ratio=4),
-        steps=2000,
+        steps=1500,  # every EMA and MA seed of 0 and 1 groks by 1310 (measured)
         batch_size=512,
         sampling="epoch",
         stop_when_grokked=True,
