@@ -2,8 +2,8 @@
 
 Uses the real trainer program (:func:`grokjax.train.step.make_interval_fn`) on the
 main job's model and data (x·y mod 97, decoder width 128, batch 512), Grokfast-EMA
-members. For each member count it compiles the interval function once, then times
-several calls (compile excluded) and prints
+members (``--filter ma``: Grokfast-MA). For each member count it compiles the
+interval function once, then times several calls (compile excluded) and prints
 
 - train steps per second of the whole program and member-steps per second,
 - the ratio of member-steps/s to the 1-member run (all in this process),
@@ -14,7 +14,8 @@ several calls (compile excluded) and prints
 :func:`grokjax.train.run_experiment` and reports the wall time from the call
 (compilation included) to the first evaluation with 95% validation accuracy.
 
-    python benchmarks/train_throughput.py [--members 1 8 32 128] [--eval-every 10] [--time-to-grok]
+    python benchmarks/train_throughput.py [--members 1 8 32 128] [--eval-every 10]
+        [--member-axis auto|vmap|map] [--filter ema|ma] [--time-to-grok]
 """
 
 from __future__ import annotations
@@ -47,13 +48,20 @@ def matmul_flops(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
-def ema_config(members: int, eval_every: int):
+def ema_config(members: int, eval_every: int, filter: str = "ema"):
+    """The main job's data and model; ``members`` seeds of the Grokfast-EMA recipe
+    (``filter="ma"``: the MA recipe, w 100, λ 5, wd 0.01)."""
     seeds = list(range(members))
+    recipe = (
+        "filter='ma', window_size=100, lamb=5.0, weight_decay=0.01"
+        if filter == "ma"
+        else "filter='ema', alpha=0.98, lamb=2.0, weight_decay=0.005"
+    )
     return apply_overrides(
         resolve("grokfast_modmul"),
         [
-            "methods=[{label='grokfast_ema', optimizer={filter='ema', alpha=0.98, lamb=2.0, "
-            f"weight_decay=0.005, b2=0.98}}, seeds={seeds}}}]",
+            f"methods=[{{label='grokfast_{filter}', optimizer={{{recipe}, b2=0.98}}, "
+            f"seeds={seeds}}}]",
             f"eval_every={eval_every}",
         ],
     )
@@ -81,13 +89,13 @@ def interval_flops(groups, task, states, interval: int) -> float:
 
 
 def time_program(
-    members: int, eval_every: int, calls: int, member_axis: str = "auto"
+    members: int, eval_every: int, calls: int, member_axis: str = "auto", filter: str = "ema"
 ) -> tuple[float, float]:
     """(seconds per train step of the whole program, FLOP per step) for ``members``.
 
     ``member_axis="auto"`` resolves as the trainer does (``lax.map`` on one CPU device).
     """
-    config = ema_config(members, eval_every)
+    config = ema_config(members, eval_every, filter)
     task, groups, states = init_groups(config)
     interval = config.eval_interval(task.num_train)
     axis = resolve_member_axis(member_axis, 1)
@@ -128,6 +136,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per member count")
     parser.add_argument("--time-to-grok", action="store_true")
     parser.add_argument("--member-axis", default="auto", choices=["auto", "vmap", "map"])
+    parser.add_argument("--filter", default="ema", choices=["ema", "ma"], help="members' recipe")
     args = parser.parse_args()
 
     peak = matmul_flops()
@@ -138,7 +147,7 @@ def main() -> None:
     base = None
     for m in args.members:
         calls = max(1, args.steps // args.eval_every // max(1, m // 8))
-        seconds, flops = time_program(m, args.eval_every, calls, args.member_axis)
+        seconds, flops = time_program(m, args.eval_every, calls, args.member_axis, args.filter)
         member_steps = m / seconds
         base = base or member_steps
         print(
