@@ -120,7 +120,7 @@ def orthograd_quick() -> ExperimentConfig:
 
 def stability_quick() -> ExperimentConfig:
     """Prieto et al.'s Fig. 1 contrast, ⊥AdamW vs AdamW (wd 0), 3 seeds, with diagnostics."""
-    adam = dataclasses.replace(orthograd_quick().methods[0].optimizer)
+    adam = orthograd_quick().methods[0].optimizer  # Prieto et al.: lr 0.01, β2 0.99, eps 1e-25
     return ExperimentConfig(
         name="stability-quick",
         description=(
