@@ -273,4 +273,7 @@ def test_stability_experiments_run(name, tmp_path):
     assert result.compilations == 1 and result.steps == [2]
     write_report(tmp_path / "run")
     assert (tmp_path / "run" / "plots" / "stability.png").exists()
-    assert "stability.png" in (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "stability.png" in report
+    mixed = len({config.method_loss(m) for m in config.methods}) > 1
+    assert ("loss per method" in report) == mixed

@@ -57,11 +57,30 @@ def _title(record: RunRecord) -> str:
         task = f"{data['op']} mod {data['p']}"
     cfg = record.config
     precision = cfg.get("dtype", "float32")
-    loss = f"{cfg.get('loss', 'softmax')} CE in {cfg.get('loss_dtype', 'float32')}"
+    loss = loss_summary(cfg)
     return (
         f"{record.config['name']}: {task}, {data['train_fraction']:.0%} train, "
         f"{precision} params, {loss}"
     )
+
+
+def loss_summary(cfg: dict) -> str:
+    """``"softmax CE in float32"``, or ``"loss per method"`` when methods override it."""
+    losses = {
+        (
+            m.get("loss") or cfg.get("loss", "softmax"),
+            m.get("loss_dtype") or cfg.get("loss_dtype", "float32"),
+        )
+        for m in cfg["methods"]
+    }
+    if len(losses) > 1:
+        return "loss per method: " + ", ".join(
+            f"{m['label']} {m.get('loss') or cfg.get('loss', 'softmax')} in "
+            f"{m.get('loss_dtype') or cfg.get('loss_dtype', 'float32')}"
+            for m in cfg["methods"]
+        )
+    (kind, dtype) = losses.pop()
+    return f"{kind} CE in {dtype}"
 
 
 STABILITY_PANELS = (

@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 
-from grokjax.viz.plots import write_figures
+from grokjax.viz.plots import loss_summary, write_figures
 from grokjax.viz.records import RunRecord, load_run
 
 __all__ = ["results_table", "write_report"]
@@ -90,7 +90,7 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         "",
         _data_line(data),
         f"- precision: {cfg.get('dtype', 'float32')} parameters and activations; "
-        f"{cfg.get('loss', 'softmax')} cross entropy in {cfg.get('loss_dtype', 'float32')}",
+        f"{loss_summary(cfg)}",
         f"- model: {model['kind']}"
         + (
             f" (depth {model['depth']}, width {model['width']}, {model['heads']} heads)"
