@@ -1,4 +1,4 @@
-"""optax GradientTransformations for grokking research: Grokfast filters and ⊥Grad."""
+"""optax GradientTransformations for grokking research: Grokfast, ⊥Grad, Surge-Collapse."""
 
 from grokjax.optim.grokfast import (
     GrokfastEmaState,
@@ -7,14 +7,40 @@ from grokjax.optim.grokfast import (
     grokfast_ma,
 )
 from grokjax.optim.orthograd import OrthogradState, ortho_adamw, ortho_sgd, orthograd
+from grokjax.optim.surge_collapse import (
+    EntropyControllerConfig,
+    EntropyControllerState,
+    SurgeCollapseState,
+    collapse,
+    collapse_mask,
+    entropy_controller_init,
+    entropy_controller_step,
+    surge,
+    surge_collapse,
+    surge_collapse_events,
+    surge_collapse_input_noise,
+    zero_fraction,
+)
 
 __all__ = [
+    "EntropyControllerConfig",
+    "EntropyControllerState",
     "GrokfastEmaState",
     "GrokfastMaState",
     "OrthogradState",
+    "SurgeCollapseState",
+    "collapse",
+    "collapse_mask",
+    "entropy_controller_init",
+    "entropy_controller_step",
     "grokfast_ema",
     "grokfast_ma",
     "ortho_adamw",
     "ortho_sgd",
     "orthograd",
+    "surge",
+    "surge_collapse",
+    "surge_collapse_events",
+    "surge_collapse_input_noise",
+    "zero_fraction",
 ]
