@@ -30,6 +30,7 @@ __all__ = [
     "MethodConfig",
     "ModelConfig",
     "OptimizerConfig",
+    "SurgeCollapseConfig",
     "apply_overrides",
     "from_dict",
     "load_toml",
@@ -72,11 +73,15 @@ class DataConfig:
     noise_bits: int = 40
     num_samples: int = 2000
     sample_seed: int = 0
+    features: int = 128
+    classes: int = 128
+    context: int = 8
+    text_path: str = ""
 
     def validate(self, path: str = "data") -> None:
         from grokjax.data import OPERATIONS
 
-        _choice(f"{path}.kind", self.kind, ["modular", "sparse_parity"])
+        _choice(f"{path}.kind", self.kind, ["modular", "sparse_parity", "gaussian", "text"])
         _check(
             f"{path}.train_fraction",
             0.0 < self.train_fraction < 1.0,
@@ -94,6 +99,17 @@ class DataConfig:
                 self.num_samples,
             )
             return
+        if self.kind in ("gaussian", "text"):
+            _choice(
+                f"{path}.encoding",
+                self.encoding,
+                ["dense" if self.kind == "gaussian" else "onehot"],
+            )
+            _check(f"{path}.num_samples", self.num_samples >= 2, ">= 2", self.num_samples)
+            _check(f"{path}.features", self.features >= 1, ">= 1", self.features)
+            _check(f"{path}.classes", self.classes >= 2, ">= 2", self.classes)
+            _check(f"{path}.context", self.context >= 1, ">= 1", self.context)
+            return
         _choice(f"{path}.op", self.op, list(OPERATIONS))
         _check(f"{path}.p", self.p >= 2, "an integer >= 2", self.p)
         _check(f"{path}.y_min", 0 <= self.y_min < self.p, "in [0, p)", self.y_min)
@@ -101,7 +117,7 @@ class DataConfig:
 
     @property
     def num_classes(self) -> int:
-        return 2 if self.kind == "sparse_parity" else self.p
+        return {"sparse_parity": 2, "gaussian": self.classes, "text": 256}.get(self.kind, self.p)
 
 
 @dataclass(frozen=True)
@@ -154,6 +170,52 @@ SWEEPABLE = ("learning_rate", "b1", "b2", "eps", "weight_decay", "alpha", "lamb"
 
 
 @dataclass(frozen=True)
+class SurgeCollapseConfig:
+    """Surge-Collapse around the optimizer (:func:`grokjax.surge_collapse`).
+
+    ``schedule``: ``"none"``, ``"fixed"`` (collapse every ``collapse_every`` updates,
+    surge every ``surge_every``) or ``"adaptive"`` (the entropy controller; its
+    thresholds ``high``/``low``/``smoothing``/``plateau_*``/``cooldown``/``warmup``/
+    ``pump_*`` are :class:`grokjax.EntropyControllerConfig`'s, a documented
+    reconstruction). ``moments``: ``"keep"`` (the source) or ``"reset"`` the inner
+    optimizer's moments at touched entries.
+    """
+
+    schedule: str = "none"
+    sparsity: float = 0.5
+    recovery: float = 0.1
+    collapse_every: int = 100
+    surge_every: int = 200
+    moments: str = "keep"
+    surge_only_pruned: bool = False
+    high: float = 0.975
+    low: float = 0.78
+    smoothing: float = 0.9
+    plateau_window: int = 100
+    plateau_tolerance: float = 5e-3
+    cooldown: int = 100
+    warmup: int = 100
+    pump_noise: float = 0.1
+    pump_steps: int = 100
+
+    def validate(self, path: str = "surge_collapse") -> None:
+        _choice(f"{path}.schedule", self.schedule, ["none", "fixed", "adaptive"])
+        _check(f"{path}.sparsity", 0 <= self.sparsity <= 1, "in [0, 1]", self.sparsity)
+        _check(f"{path}.recovery", self.recovery >= 0, ">= 0", self.recovery)
+        for name in ("collapse_every", "surge_every", "cooldown", "warmup", "pump_steps"):
+            _check(f"{path}.{name}", getattr(self, name) >= 0, ">= 0", getattr(self, name))
+        _choice(f"{path}.moments", self.moments, ["keep", "reset"])
+        _check(f"{path}.low", 0 <= self.low <= self.high, f"in [0, high={self.high}]", self.low)
+        _check(f"{path}.high", self.high <= 1, "<= 1 (normalised entropy)", self.high)
+        _check(f"{path}.smoothing", 0 <= self.smoothing < 1, "in [0, 1)", self.smoothing)
+        _check(f"{path}.plateau_window", self.plateau_window >= 2, ">= 2", self.plateau_window)
+        _check(
+            f"{path}.plateau_tolerance", self.plateau_tolerance >= 0, ">= 0", self.plateau_tolerance
+        )
+        _check(f"{path}.pump_noise", self.pump_noise >= 0, ">= 0", self.pump_noise)
+
+
+@dataclass(frozen=True)
 class OptimizerConfig:
     """An optimizer recipe: [Grokfast filter] → [⊥Grad] → Adam or SGD, with warm-up.
 
@@ -178,6 +240,7 @@ class OptimizerConfig:
     filter_type: str = "mean"
     filter_warmup: bool = True
     orthograd: bool = False
+    surge_collapse: SurgeCollapseConfig = field(default_factory=SurgeCollapseConfig)
 
     def validate(self, path: str = "optimizer") -> None:
         _choice(f"{path}.name", self.name, ["adam", "sgd"])
@@ -193,6 +256,7 @@ class OptimizerConfig:
         _check(f"{path}.alpha", 0 <= self.alpha <= 1, "in [0, 1]", self.alpha)
         _check(f"{path}.window_size", self.window_size >= 1, ">= 1", self.window_size)
         _choice(f"{path}.filter_type", self.filter_type, ["mean", "sum"])
+        self.surge_collapse.validate(f"{path}.surge_collapse")
 
 
 @dataclass(frozen=True)
@@ -205,16 +269,21 @@ class MethodConfig:
     sweep: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     loss: str = ""  # "" = the experiment's loss
     loss_dtype: str = ""  # "" = the experiment's loss_dtype
+    input_noise: float = 0.0  # σ of Gaussian noise added to each batch's inputs
 
     def validate(self, path: str) -> None:
         _check(f"{path}.label", bool(self.label), "a non-empty string", self.label)
         self.optimizer.validate(f"{path}.optimizer")
         _check(f"{path}.seeds", len(self.seeds) >= 1, "a non-empty list of ints", self.seeds)
         _check(f"{path}.seeds", len(set(self.seeds)) == len(self.seeds), "distinct", self.seeds)
+        _check(f"{path}.input_noise", self.input_noise >= 0, ">= 0", self.input_noise)
         for name, values in self.sweep.items():
-            _choice(f"{path}.sweep key", name, SWEEPABLE)
+            _choice(f"{path}.sweep key", name, [*SWEEPABLE, "input_noise"])
             _check(f"{path}.sweep.{name}", len(values) >= 1, "a non-empty list", values)
             for value in values:  # each swept value must itself be a valid setting
+                if name == "input_noise":
+                    _check(f"{path}.sweep.{name}", value >= 0, "a list of values >= 0", values)
+                    continue
                 dataclasses.replace(self.optimizer, **{name: value}).validate(
                     f"{path}.sweep.{name}"
                 )
@@ -226,6 +295,14 @@ class MethodConfig:
         return [
             (seed, dict(zip(names, point, strict=True))) for point in grid for seed in self.seeds
         ]
+
+    def member_input_noise(self, hps: Mapping[str, float]) -> float:
+        """A member's input-noise σ: its swept value, else the method's."""
+        return float(hps.get("input_noise", self.input_noise))
+
+    @property
+    def adaptive(self) -> bool:
+        return self.optimizer.surge_collapse.schedule == "adaptive"
 
 
 @dataclass(frozen=True)
@@ -245,6 +322,7 @@ class ExperimentConfig:
     dtype: str = "float32"
     loss_dtype: str = "float32"
     diagnostics: bool = False
+    track_entropy: bool = False
     train_threshold: float = 0.99
     val_threshold: float = 0.95
     stop_when_grokked: bool = True
@@ -296,7 +374,24 @@ class ExperimentConfig:
                     "smaller eps underflows and Adam divides by zero)",
                     eps,
                 )
-        vector = self.data.encoding in ("onehot", "bits")
+        vector = self.data.encoding in ("onehot", "bits", "dense")
+        if self.tracks_entropy:
+            _check(
+                "model.kind",
+                self.model.kind == "mlp",
+                "'mlp' to track activation entropy (track_entropy or an adaptive "
+                "surge_collapse method); the entropy is of its last hidden layer",
+                self.model.kind,
+            )
+        if not vector:
+            for i, method in enumerate(self.methods):
+                noisy = method.input_noise > 0 or "input_noise" in method.sweep
+                _check(
+                    f"methods.{i}.input_noise",
+                    not noisy and not method.adaptive,
+                    "0 for token inputs (input noise and the entropy pump need vector inputs)",
+                    method.input_noise,
+                )
         if vector:
             _check(
                 "model.kind",
@@ -307,6 +402,11 @@ class ExperimentConfig:
         elif self.model.kind == "mlp":
             allowed = "'onehot' or 'bits' for an mlp model"
             _check("data.encoding", False, allowed, self.data.encoding)
+
+    @property
+    def tracks_entropy(self) -> bool:
+        """Log activation/target entropy and Surge-Collapse events (also when adaptive)."""
+        return self.track_entropy or any(m.adaptive for m in self.methods)
 
     def method_loss(self, method: MethodConfig) -> tuple[str, str]:
         """``(normalizer, loss dtype)`` of ``method``: its own, else the experiment's."""

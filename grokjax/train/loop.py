@@ -158,7 +158,7 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     state_shardings = [
         group_shardings(s, g.size, mesh) for s, g in zip(states, groups, strict=True)
     ]
-    names = metric_names(states[0].params, config.diagnostics)
+    names = metric_names(states[0].params, config.diagnostics, config.tracks_entropy)
     metric_shardings = [
         {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in names} for g in groups
     ]

@@ -5,7 +5,9 @@ The chain is, in order (each part only when configured)::
     Grokfast filter (ema | ma) → ⊥Grad → coupled L2 (wd·w added to the gradient)
       → Adam | SGD-momentum → decoupled decay (AdamW) → × min(k / warmup, 1) → × −lr
 
-which reproduces PyTorch's ``Adam(weight_decay=wd)`` after a Grokfast filter (the
+and, with ``surge_collapse.schedule`` other than ``"none"``, the whole chain wrapped in
+:func:`grokjax.surge_collapse` (collapse / surge after the update). This
+reproduces PyTorch's ``Adam(weight_decay=wd)`` after a Grokfast filter (the
 Grokfast paper's runs) with ``decay="coupled"`` and ``AdamW`` with ``"decoupled"``.
 Every float hyperparameter is injected with :func:`optax.inject_hyperparams`, so it
 lives in the optimizer state and members of a vmapped sweep each carry their own.
@@ -63,13 +65,41 @@ def optimizer_factory(cfg: OptimizerConfig) -> Callable[..., optax.GradientTrans
             parts.append(optax.add_decayed_weights(weight_decay))
         parts.append(optax.scale_by_schedule(_warmup(cfg.warmup_steps)))
         parts.append(optax.scale(-1.0 * learning_rate))
-        return optax.chain(*parts)
+        return _surge_collapse(cfg, optax.chain(*parts))
 
     return optax.inject_hyperparams(chain)
+
+
+def _surge_collapse(cfg: OptimizerConfig, inner: optax.GradientTransformation):
+    sc = cfg.surge_collapse
+    if sc.schedule == "none":
+        return inner
+    controller = gj.EntropyControllerConfig(
+        high=sc.high,
+        low=sc.low,
+        smoothing=sc.smoothing,
+        plateau_window=sc.plateau_window,
+        plateau_tolerance=sc.plateau_tolerance,
+        cooldown=sc.cooldown,
+        warmup=sc.warmup,
+        pump_noise=sc.pump_noise,
+        pump_steps=sc.pump_steps,
+    )
+    return gj.surge_collapse(
+        inner,
+        schedule=sc.schedule,
+        sparsity=sc.sparsity,
+        recovery=sc.recovery,
+        collapse_every=sc.collapse_every,
+        surge_every=sc.surge_every,
+        moments=sc.moments,
+        surge_only_pruned=sc.surge_only_pruned,
+        controller=controller,
+    )
 
 
 def initial_hyperparams(cfg: OptimizerConfig, overrides: dict[str, float] | None = None):
     """The injected hyperparameters of one member: ``cfg``'s values, then ``overrides``."""
     values = {name: float(getattr(cfg, name)) for name in SWEEPABLE}
-    values.update(overrides or {})
+    values.update({k: v for k, v in (overrides or {}).items() if k in SWEEPABLE})
     return values

@@ -13,6 +13,7 @@ from grokjax.train.config import (
     MethodConfig,
     ModelConfig,
     OptimizerConfig,
+    SurgeCollapseConfig,
     load_toml,
 )
 
@@ -146,11 +147,79 @@ def stability_quick() -> ExperimentConfig:
     )
 
 
+def surge_collapse_methods(seeds: tuple[int, ...] = (0,)) -> tuple[MethodConfig, ...]:
+    """Baseline, fixed-schedule and adaptive Surge-Collapse, each at σ ∈ {0, .05, .1, .2}.
+
+    The source's optimizer: PyTorch ``Adam(lr=1e-3, weight_decay=1e-5)`` (coupled L2,
+    β 0.9/0.999, eps 1e-8, no warm-up).
+    """
+    adam = OptimizerConfig(
+        name="adam",
+        learning_rate=1e-3,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=1e-5,
+        decay="coupled",
+        warmup_steps=0,
+    )
+    noise = {"input_noise": (0.0, 0.05, 0.1, 0.2)}
+    replace = dataclasses.replace
+    return (
+        MethodConfig("baseline", adam, seeds, sweep=noise),
+        MethodConfig(
+            "surge_collapse_fixed",
+            replace(adam, surge_collapse=SurgeCollapseConfig(schedule="fixed")),
+            seeds,
+            sweep=noise,
+        ),
+        MethodConfig(
+            "surge_collapse_adaptive",
+            replace(adam, surge_collapse=SurgeCollapseConfig(schedule="adaptive")),
+            seeds,
+            sweep=noise,
+        ),
+    )
+
+
+def surge_collapse() -> ExperimentConfig:
+    """Seed 001's experiment: {baseline, fixed, adaptive} × input noise, one program."""
+    return ExperimentConfig(
+        name="surge-collapse",
+        description=(
+            "Surge-Collapse training (Aragon, seed 001): the auto-regressive network "
+            "128 -> Dense(256) -> ReLU -> Dense(128) on the source's dummy data (x ~ N(0, I), "
+            "128 random classes, 10,000 samples, 80% train, batch 64), Adam lr 1e-3 wd 1e-5. "
+            "Baseline vs Surge-Collapse on its fixed schedule (collapse 50% every 100 updates, "
+            "surge every 200, recovery 0.1) vs the adaptive entropy controller (a documented "
+            "reconstruction), each with input noise σ ∈ {0, 0.05, 0.1, 0.2}: 12 members in one "
+            "program. Labels are random, so validation accuracy is chance (1/128) by "
+            "construction: the comparison is of memorisation, loss and entropy dynamics."
+        ),
+        methods=surge_collapse_methods(),
+        data=DataConfig(
+            kind="gaussian",
+            encoding="dense",
+            num_samples=10_000,
+            features=128,
+            classes=128,
+            train_fraction=0.8,
+        ),
+        model=ModelConfig(kind="mlp", hidden=(256,), activation="relu", use_bias=True),
+        steps=3000,  # 24 epochs of 125 steps
+        batch_size=64,
+        eval_every=0,  # once per epoch
+        track_entropy=True,
+        stop_when_grokked=False,
+    )
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "grokfast_modmul": grokfast_modmul,
     "grokfast_quick": grokfast_quick,
     "orthograd_quick": orthograd_quick,
     "stability-quick": stability_quick,
+    "surge-collapse": surge_collapse,
 }
 DEFAULT = "grokfast_modmul"
 

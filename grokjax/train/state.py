@@ -18,7 +18,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from grokjax.data import modular_arithmetic, sparse_parity
+from grokjax.data import (
+    byte_windows,
+    gaussian_classification,
+    modular_arithmetic,
+    offline_text,
+    sparse_parity,
+)
 from grokjax.nn import MLP, Decoder
 from grokjax.train.config import ExperimentConfig, MethodConfig
 from grokjax.train.optimizers import initial_hyperparams, optimizer_factory
@@ -30,7 +36,7 @@ __all__ = ["Group", "GroupState", "Task", "build_model", "build_task", "init_gro
 class Task:
     """The whole data set on the device, plus the static facts the step needs."""
 
-    inputs_N: jax.Array  # (N, T) int32 tokens or (N, 2p) float32 one-hot
+    inputs_N: jax.Array  # (N, T) int32 tokens, (N, F) float vectors or (N, C) int32 bytes
     labels_N: jax.Array  # (N,) int32
     num_train: int
     num_val: int
@@ -39,6 +45,20 @@ class Task:
     seq_len: int
     batch_size: int
     sampling: str
+    onehot_vocab: int = 0  # > 0: inputs are ids, one-hot encoded per batch (byte windows)
+    dtype: str = "float32"  # the model's input dtype for vector inputs
+
+    def encode(self, inputs: jax.Array) -> jax.Array:
+        """A batch of rows as the model reads them (one-hot byte windows flattened)."""
+        if not self.onehot_vocab:
+            return inputs
+        onehot = jax.nn.one_hot(inputs, self.onehot_vocab, dtype=jnp.dtype(self.dtype))
+        return onehot.reshape(*inputs.shape[:-1], -1)
+
+    @property
+    def input_width(self) -> int:
+        """Width of a vector input row as the model reads it (after :meth:`encode`)."""
+        return self.inputs_N.shape[1] * (self.onehot_vocab or 1)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -53,6 +73,7 @@ class GroupState(NamedTuple):
     key: jax.Array  # (M, 2) uint32 batch-sampling keys
     train_idx: jax.Array  # (M, num_train) int32 rows of the table
     val_idx: jax.Array  # (M, num_val) int32
+    input_noise: jax.Array  # (M,) float32 σ of the Gaussian noise added to batch inputs
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,9 @@ class Group:
     graphdef: Any
     logits_fn: Callable[[Any, jax.Array], jax.Array]  # (params, inputs_B…) -> logits_BC
     loss: tuple[str, str] = ("softmax", "float32")  # (normalizer, dtype of the losses)
+    # (params, inputs_B…) -> (logits_BC, hidden_BH): the MLP's last hidden layer
+    features_fn: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]] | None = None
+    noisy: bool = False  # some member adds input noise (or may pump it)
 
     @property
     def size(self) -> int:
@@ -79,7 +103,27 @@ class Group:
 def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[int, Any]]:
     """The table on the device and every seed's split (each seed splits its own way)."""
     d = config.data
-    if d.kind == "sparse_parity":
+    if d.kind == "gaussian":
+        splits = {
+            seed: gaussian_classification(
+                d.num_samples,
+                d.features,
+                d.classes,
+                d.train_fraction,
+                seed,
+                sample_seed=d.sample_seed,
+            )
+            for seed in sorted(set(seeds))
+        }
+    elif d.kind == "text":
+        text = offline_text(d.text_path or None)
+        splits = {
+            seed: byte_windows(
+                text, d.context, d.num_samples, d.train_fraction, seed, sample_seed=d.sample_seed
+            )
+            for seed in sorted(set(seeds))
+        }
+    elif d.kind == "sparse_parity":
         splits = {
             seed: sparse_parity(
                 d.parity_bits,
@@ -98,7 +142,8 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
         }
     table = next(iter(splits.values()))
     inputs = table.inputs(d.encoding)
-    if d.encoding in ("onehot", "bits"):  # the MLP's input, in the model's precision
+    byte_ids = d.kind == "text"
+    if d.encoding in ("onehot", "bits", "dense") and not byte_ids:  # in the model's precision
         inputs = inputs.astype(jnp.dtype(config.dtype))
     task = Task(
         inputs_N=jnp.asarray(inputs),
@@ -110,6 +155,8 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
         seq_len=inputs.shape[1],
         batch_size=config.batch_size,
         sampling=config.sampling,
+        onehot_vocab=256 if byte_ids else 0,
+        dtype=config.dtype,
     )
     return task, splits
 
@@ -132,7 +179,7 @@ def build_model(config: ExperimentConfig, task: Task, seed: int) -> nnx.Module:
             **dtypes,
             rngs=rngs,
         )
-    sizes = [task.inputs_N.shape[1], *m.hidden, task.num_classes]
+    sizes = [task.input_width, *m.hidden, task.num_classes]
     return MLP(sizes, activation=m.activation, use_bias=m.use_bias, **dtypes, rngs=rngs)
 
 
@@ -141,6 +188,17 @@ def _logits_fn(kind: str, graphdef: Any) -> Callable[[Any, jax.Array], jax.Array
         # The loss and accuracy use the answer position only: skip the rest of the last block.
         return lambda params, x: nnx.merge(graphdef, params)(x, last_only=True)
     return lambda params, x: nnx.merge(graphdef, params)(x)
+
+
+def _features_fn(graphdef: Any) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
+    """``(logits, last hidden activation)`` of an MLP, read with ``nnx.capture``."""
+
+    def features(params, x):
+        model = nnx.merge(graphdef, params)
+        logits, inter = nnx.capture(model, nnx.Intermediate)(x)
+        return logits, inter[f"hidden_{len(model.layers) - 2}"][0]
+
+    return features
 
 
 def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[GroupState]]:
@@ -171,19 +229,39 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
             jnp.asarray(unique, jnp.uint32)
         )
         out = []
-        for factory, rows, hps in zip(factories, rows_per_group, hps_per_group, strict=True):
+        for factory, rows, hps, keys in zip(
+            factories, rows_per_group, hps_per_group, surge_keys, strict=True
+        ):
             params = jax.tree.map(lambda x, rows=rows: x[rows], params_S)
-            out.append((params, jax.vmap(lambda p, h, f=factory: f(**h).init(p))(params, hps)))
+            opt_state = jax.vmap(lambda p, h, f=factory: f(**h).init(p))(params, hps)
+            if keys is not None:  # each member surges with its own key
+                opt_state = optax.tree_utils.tree_set(
+                    opt_state,
+                    lambda path, _: (
+                        isinstance(path[-1], optax.tree_utils.NamedTupleKey)
+                        and path[-1].tuple_name == "SurgeCollapseState"
+                    ),
+                    key=keys,
+                )
+            out.append((params, opt_state))
         return out
 
-    rows_per_group, hps_per_group = [], []
+    rows_per_group, hps_per_group, surge_keys = [], [], []
     for method, group_members in zip(config.methods, members, strict=True):
+        surge_keys.append(
+            jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 2))(
+                jnp.asarray([seed for seed, _ in group_members], jnp.uint32)
+            )
+            if method.optimizer.surge_collapse.schedule != "none"
+            else None
+        )
         rows_per_group.append(jnp.asarray([unique.index(seed) for seed, _ in group_members]))
         per_member = [initial_hyperparams(method.optimizer, hps) for _, hps in group_members]
         hps_per_group.append(
             {k: jnp.asarray([h[k] for h in per_member], jnp.float32) for k in per_member[0]}
         )
     initial = init_all(rows_per_group, hps_per_group)
+    features = _features_fn(graphdef) if config.tracks_entropy else None
 
     groups, states = [], []
     for method, factory, group_members, (params, opt_state) in zip(
@@ -199,6 +277,9 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 graphdef,
                 _logits_fn(config.model.kind, graphdef),
                 config.method_loss(method),
+                features,
+                noisy=method.adaptive
+                or any(method.member_input_noise(h) > 0 for _, h in group_members),
             )
         )
         states.append(
@@ -210,6 +291,9 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 ),
                 train_idx=jnp.asarray(np.stack([splits[s].train_idx for s in seeds]), jnp.int32),
                 val_idx=jnp.asarray(np.stack([splits[s].val_idx for s in seeds]), jnp.int32),
+                input_noise=jnp.asarray(
+                    [method.member_input_noise(h) for _, h in group_members], jnp.float32
+                ),
             )
         )
     return task, groups, states

@@ -13,11 +13,18 @@ which makes training deterministic and resumable bit for bit:
   rows, cut into batches of ``batch_size`` with a smaller last batch (exactly as
   ``torch.split`` in the reference); the padded tail is masked out of loss and accuracy.
 - ``sampling="iid"``: every batch is ``batch_size`` rows drawn with replacement.
+
+Vector inputs may get Gaussian input noise per member (``input_noise``, plus the
+Surge-Collapse entropy pump's), drawn from the member's key and the step. With
+entropy tracking (an MLP), each step measures the activation entropy of the last
+hidden layer and the label entropy of its batch, and hands the normalised activation
+entropy to the optimizer as the extra argument ``activation_entropy``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -30,6 +37,7 @@ from grokjax.train.state import Group, GroupState, Task
 
 __all__ = [
     "DIAGNOSTICS",
+    "ENTROPY_METRICS",
     "METRICS",
     "batch_rows",
     "epoch_permutations",
@@ -43,6 +51,20 @@ METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "finite")
 # With ``diagnostics``, on the member's whole training split (Prieto et al. 2025), plus
 # one ``nlm_cos/<leaf>`` per parameter leaf (see :func:`metric_names`).
 DIAGNOSTICS = ("sc_fraction", "zero_loss_fraction", "logit_norm", "weight_norm", "nlm_cos_mean")
+# With entropy tracking: interval means over the training batches (activation entropy
+# of the last hidden layer in nats and normalised by ln(width); label entropy in bits),
+# then at the evaluation the fraction of exactly-zero parameters and the cumulative
+# Surge-Collapse event counters (0 for methods without it).
+ENTROPY_METRICS = (
+    "act_entropy",
+    "act_entropy_norm",
+    "target_entropy",
+    "zero_fraction",
+    "collapses",
+    "surges",
+    "pumps",
+)
+_NOISE_SALT = 0x6E6F6973  # separates the input-noise stream from batch sampling
 
 
 def leaf_names(params) -> list[str]:
@@ -57,11 +79,12 @@ def leaf_names(params) -> list[str]:
     return ["/".join(n for k in path if (n := name(k)) is not None) for path, _ in paths]
 
 
-def metric_names(params, diagnostics: bool) -> tuple[str, ...]:
+def metric_names(params, diagnostics: bool, entropy: bool = False) -> tuple[str, ...]:
     """The metrics an interval reports per member, in order."""
+    names = METRICS + (ENTROPY_METRICS if entropy else ())
     if not diagnostics:
-        return METRICS
-    return METRICS + DIAGNOSTICS + tuple(f"nlm_cos/{n}" for n in leaf_names(params))
+        return names
+    return names + DIAGNOSTICS + tuple(f"nlm_cos/{n}" for n in leaf_names(params))
 
 
 def epochs_spanned(interval: int, steps_per_epoch: int) -> int:
@@ -132,27 +155,47 @@ def _member_grads(
     step: jax.Array,
     first_epoch: jax.Array | None = None,
 ):
-    """Gradient and ``[loss·count, correct, count]`` of one member's batch for ``step``.
+    """Gradient, ``[loss·count, correct, count(, H·count, H/ln W·count, H_target)]`` and
+    the normalised activation entropy (0 without tracking) of one member's batch.
 
-    ``member`` is ``(params, key, train_idx, perms)`` (``perms`` may be ``None``).
+    ``member`` is ``(params, key, train_idx, perms, input_noise)`` (``perms`` may be
+    ``None``).
     """
-    params, key, train_idx, perms = member
+    params, key, train_idx, perms, sigma = member
     rows, mask = batch_rows(task, key, step, train_idx, perms, first_epoch)
-    x, y = task.inputs_N[rows], task.labels_N[rows]
+    x, y = task.encode(task.inputs_N[rows]), task.labels_N[rows]
+    if group.noisy:
+        noise_key = jax.random.fold_in(jax.random.fold_in(key, _NOISE_SALT), step)
+        x = x + (sigma * jax.random.normal(noise_key, x.shape, jnp.float32)).astype(x.dtype)
     count = jnp.sum(mask)
+    entropy = group.features_fn is not None
 
     def loss_fn(params):
-        logits = group.logits_fn(params, x)
-        return _mean(_loss(*loss, logits, y), mask), logits
+        if entropy:
+            logits, hidden = group.features_fn(params, x)
+        else:
+            logits, hidden = group.logits_fn(params, x), None
+        return _mean(_loss(*loss, logits, y), mask), (logits, hidden)
 
-    (mean_loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    (mean_loss, (logits, hidden)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
-    return grads, jnp.stack([mean_loss.astype(jnp.float32) * count, correct, count])
+    stats = [mean_loss.astype(jnp.float32) * count, correct, count]
+    if not entropy:
+        return grads, jnp.stack(stats), jnp.zeros([], jnp.float32)
+    h = gj.activation_entropy(hidden, where=mask > 0)
+    h_norm = h / math.log(hidden.shape[-1])
+    h_target = gj.target_entropy(y, task.num_classes, where=mask > 0)
+    return grads, jnp.stack([*stats, h * count, h_norm * count, h_target]), h_norm
 
 
-def _member_update(group: Group, grads, opt_state, params):
-    """One optimizer update: ``(params, opt_state)`` after ``grads``."""
-    updates, new_state = group.tx.update(grads, opt_state, params)
+def _member_update(group: Group, grads, opt_state, params, entropy=None):
+    """One optimizer update: ``(params, opt_state)`` after ``grads``.
+
+    With entropy tracking, ``entropy`` (the batch's normalised activation entropy)
+    reaches the optimizer as ``activation_entropy`` (Surge-Collapse's controller).
+    """
+    extra = {} if group.features_fn is None else {"activation_entropy": entropy}
+    updates, new_state = group.tx.update(grads, opt_state, params, **extra)
     # Half-precision moments meet float32 hyperparameters and widen: keep every state
     # leaf in the dtype it was initialised in (the parameters' dtype, as PyTorch does).
     new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, opt_state)
@@ -169,9 +212,10 @@ def _member_step(
     first_epoch: jax.Array | None = None,
 ):
     """One member's whole training step (the unbatched reference of a group step)."""
-    member = (state.params, state.key, state.train_idx, perms)
-    grads, stats = _member_grads(group, task, loss, member, step, first_epoch)
-    params, opt_state = _member_update(group, grads, state.opt_state, state.params)
+    sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
+    member = (state.params, state.key, state.train_idx, perms, sigma)
+    grads, stats, entropy = _member_grads(group, task, loss, member, step, first_epoch)
+    params, opt_state = _member_update(group, grads, state.opt_state, state.params, entropy)
     return state._replace(params=params, opt_state=opt_state), stats
 
 
@@ -194,28 +238,41 @@ def _group_step(
     slower than EMA (8.3 vs 20.8 member-steps/s); the update is elementwise, so
     vmapping it costs nothing.
     """
-    members = (state.params, state.key, state.train_idx, perms)
+    # each member's input-noise σ: its own, plus what a Surge-Collapse pump asks for
+    sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
+    members = (state.params, state.key, state.train_idx, perms, sigma)
     grads_fn = functools.partial(_member_grads, group, task, loss)
     if member_axis == "vmap":
-        grads, stats = jax.vmap(grads_fn, in_axes=(0, None, None))(members, step, first_epoch)
+        grads, stats, entropy = jax.vmap(grads_fn, in_axes=(0, None, None))(
+            members, step, first_epoch
+        )
     else:
-        grads, stats = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
-    params, opt_state = jax.vmap(functools.partial(_member_update, group))(
-        grads, state.opt_state, state.params
-    )
+        grads, stats, entropy = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
+    update = functools.partial(_member_update, group)
+    args = (grads, state.opt_state, state.params, entropy)
+    if member_axis == "map" and group.method.optimizer.surge_collapse.schedule != "none":
+        # Surge-Collapse skips its event code with a ``cond`` that vmap would turn into
+        # a ``select``, sorting every leaf on every step (measured ~20x slower).
+        params, opt_state = lax.map(lambda a: update(*a), args)
+    else:
+        params, opt_state = jax.vmap(update)(*args)
     return state._replace(params=params, opt_state=opt_state), stats
 
 
 def _member_eval(
     group: Group, task: Task, loss: tuple[str, str], diagnostics: bool, state: GroupState
 ) -> dict[str, jax.Array]:
-    x, y = task.inputs_N[state.val_idx], task.labels_N[state.val_idx]
+    x, y = task.encode(task.inputs_N[state.val_idx]), task.labels_N[state.val_idx]
     logits = group.logits_fn(state.params, x)
     out = {
         "val_loss": _mean(_loss(*loss, logits, y)),
         "val_acc": jnp.mean(jnp.argmax(logits, -1) == y),
         "finite": jnp.isfinite(optax.tree.norm(state.params)),
     }
+    if group.features_fn is not None:
+        events = gj.surge_collapse_events(state.opt_state)
+        out["zero_fraction"] = gj.zero_fraction(state.params)
+        out.update({k: events[k].astype(jnp.float32) for k in ("collapses", "surges", "pumps")})
     if diagnostics:
         out.update(_member_diagnostics(group, task, loss, state))
     return out
@@ -232,7 +289,7 @@ def _member_diagnostics(
     ``nlm_cos/<leaf>``: cos(w, −∇L) per leaf, ∇L the full training-split gradient, and
     ``nlm_cos_mean`` their mean.
     """
-    x, y = task.inputs_N[state.train_idx], task.labels_N[state.train_idx]
+    x, y = task.encode(task.inputs_N[state.train_idx]), task.labels_N[state.train_idx]
 
     def train_loss(params):
         logits = group.logits_fn(params, x)
@@ -321,14 +378,22 @@ def make_interval_fn(
             sums = [acc + stats for acc, (_, stats) in zip(sums, out, strict=True)]
             return (states, sums), None
 
-        zeros = [jnp.zeros((g.size, 3), jnp.float32) for g in groups]
+        width = 3 if groups[0].features_fn is None else 6
+        zeros = [jnp.zeros((g.size, width), jnp.float32) for g in groups]
         (states, sums), _ = lax.scan(body, (list(states), zeros), jnp.arange(interval))
         metrics = []
         for eval_fn, st, s in zip(evals, states, sums, strict=True):
             ev = eval_fn(st)
             train_loss = s[:, 0] / s[:, 2]
             ev["finite"] = ev["finite"] & jnp.isfinite(train_loss) & jnp.isfinite(ev["val_loss"])
-            metrics.append({"train_loss": train_loss, "train_acc": s[:, 1] / s[:, 2], **ev})
+            row = {"train_loss": train_loss, "train_acc": s[:, 1] / s[:, 2]}
+            if s.shape[1] == 6:
+                row.update(
+                    act_entropy=s[:, 3] / s[:, 2],
+                    act_entropy_norm=s[:, 4] / s[:, 2],
+                    target_entropy=s[:, 5] / interval,
+                )
+            metrics.append({**row, **ev})
         return states, metrics
 
     return interval_fn

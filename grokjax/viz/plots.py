@@ -12,7 +12,13 @@ import numpy as np
 
 from grokjax.viz.records import RunRecord
 
-__all__ = ["plot_curves", "plot_stability", "plot_steps_to_grok", "write_figures"]
+__all__ = [
+    "plot_curves",
+    "plot_stability",
+    "plot_steps_to_grok",
+    "synthetic_task",
+    "write_figures",
+]
 
 
 def _colors(n: int) -> list:
@@ -53,6 +59,8 @@ def _title(record: RunRecord) -> str:
     data = record.config["data"]
     if data.get("kind") == "sparse_parity":
         task = f"sparse parity (k {data['parity_bits']}, n {data['noise_bits']})"
+    elif data.get("kind") in ("gaussian", "text"):
+        task = synthetic_task(data)
     else:
         task = f"{data['op']} mod {data['p']}"
     cfg = record.config
@@ -62,6 +70,16 @@ def _title(record: RunRecord) -> str:
         f"{record.config['name']}: {task}, {data['train_fraction']:.0%} train, "
         f"{precision} params, {loss}"
     )
+
+
+def synthetic_task(data: dict) -> str:
+    if data["kind"] == "gaussian":
+        return (
+            f"Gaussian inputs ({data['features']} features), {data['classes']} random classes, "
+            f"{data['num_samples']} samples"
+        )
+    source = data.get("text_path") or "pydoc_data text"
+    return f"next byte after {data['context']} bytes of {source}, {data['num_samples']} windows"
 
 
 def loss_summary(cfg: dict) -> str:
@@ -163,7 +181,8 @@ def plot_steps_to_grok(record: RunRecord) -> plt.Figure:
 
 def write_figures(record: RunRecord) -> list[pathlib.Path]:
     """Write ``plots/accuracy.png``, ``plots/loss.png``, ``plots/steps_to_grok.png``
-    and, for runs with diagnostics, ``plots/stability.png``."""
+    and, for runs with diagnostics, ``plots/stability.png``, for entropy-tracking runs
+    ``plots/entropy.png``."""
     out = record.run_dir / "plots"
     out.mkdir(exist_ok=True)
     paths = []
@@ -174,6 +193,10 @@ def write_figures(record: RunRecord) -> list[pathlib.Path]:
     ]
     if any("sc_fraction" in m.metrics for m in record.methods):
         figures.append(("stability.png", plot_stability(record)))
+    from grokjax.viz.entropy import has_entropy, plot_entropy
+
+    if has_entropy(record):
+        figures.append(("entropy.png", plot_entropy(record)))
     for name, fig in figures:
         fig.savefig(out / name, dpi=120)
         plt.close(fig)

@@ -6,7 +6,8 @@ import pathlib
 
 import numpy as np
 
-from grokjax.viz.plots import loss_summary, write_figures
+from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
+from grokjax.viz.plots import loss_summary, synthetic_task, write_figures
 from grokjax.viz.records import RunRecord, load_run
 
 __all__ = ["results_table", "write_report"]
@@ -70,6 +71,8 @@ def _data_line(data: dict) -> str:
             f"sparse parity, {data['parity_bits']} parity + {data['noise_bits']} noise bits, "
             f"{data['num_samples']} samples"
         )
+    elif data.get("kind") in ("gaussian", "text"):
+        task = synthetic_task(data)
     else:
         task = f"`{data['op']}` mod {data['p']}"
     return f"- data: {task}, {data['train_fraction']:.0%} train, encoding `{data['encoding']}`"
@@ -112,6 +115,37 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
             f"'>{record.budget}' rather than extrapolated.",
             "",
         ]
+    if has_entropy(record):
+        lines += [
+            "## Entropy dynamics",
+            "",
+            "Final evaluation, members at the same input-noise σ averaged; Δ is the change of "
+            f"the final training loss against {record.methods[0].label} at the same σ "
+            "(negative: lower loss).",
+            "",
+            entropy_table(record),
+            "",
+            entropy_findings(record),
+            "",
+            "![entropy dynamics](plots/entropy.png)",
+            "",
+        ]
+        sc = [
+            m
+            for m in cfg["methods"]
+            if m["optimizer"].get("surge_collapse", {}).get("schedule", "none") == "adaptive"
+        ]
+        if sc:
+            s = sc[0]["optimizer"]["surge_collapse"]
+            lines += [
+                "The adaptive controller's thresholds are a reconstruction (the source gives "
+                f"its rules in words only): high {s['high']}, low {s['low']} (normalised "
+                f"entropy, smoothing {s['smoothing']}), plateau when {s['plateau_window']} "
+                f"smoothed readings span < {s['plateau_tolerance']}, cooldown "
+                f"{s['cooldown']}, warm-up {s['warmup']}, pump σ {s['pump_noise']} for "
+                f"{s['pump_steps']} steps.",
+                "",
+            ]
     if extra:
         lines += [extra, ""]
     lines += [
