@@ -73,6 +73,7 @@ def test_readme_python_blocks_run(capsys):
     assert re.search(r"loss \d+\.\d{3}, softmax-collapse fraction \d\.\d\d", out)
     assert "[0.5 2.  5. ]" in out
     assert "1 ['baseline', 'grokfast_ema', 'grokfast_ma']" in out
+    assert "zeros 0.500" in out
 
 
 def test_readme_commands_match_ci():

@@ -155,3 +155,13 @@ def test_input_noise_needs_vector_inputs():
         apply_overrides(cfg, ["methods.0.input_noise=0.1"])
     with pytest.raises(ConfigError, match="track activation entropy"):
         apply_overrides(cfg, ["track_entropy=true"])
+
+
+def test_text_experiment_config_runs(tmp_path):
+    """experiments/surge_collapse_text.toml loads and trains (2 evaluations of 5 steps)."""
+    cfg = apply_overrides(
+        resolve("surge_collapse_text"), ["steps=10", "eval_every=5", "data.num_samples=500"]
+    )
+    r = run_experiment(cfg, run_dir=tmp_path / "run", progress=False)
+    assert r.compilations == 1 and [g.size for g in r.groups] == [4, 4, 4]
+    assert r.groups[0].noisy and np.all(np.isfinite(r.metric(2, "act_entropy_norm")))
