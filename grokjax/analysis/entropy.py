@@ -70,8 +70,9 @@ def activation_entropy(
             raise ValueError(f"bins={bins}: a histogram needs at least 2 bins.")
         lo = jnp.min(h, axis=-1, keepdims=True)
         span = jnp.max(h, axis=-1, keepdims=True) - lo
-        scaled = jnp.where(span > 0, (h - lo) / jnp.where(span > 0, span, 1), 0)
-        index = jnp.clip(jnp.floor(scaled * bins).astype(jnp.int32), 0, bins - 1)
+        # (h − lo)·bins / span, multiplied first so values on a bin edge land in it exactly
+        scaled = jnp.where(span > 0, (h - lo) * bins / jnp.where(span > 0, span, 1), 0)
+        index = jnp.clip(jnp.floor(scaled).astype(jnp.int32), 0, bins - 1)
         counts = jnp.sum(jax.nn.one_hot(index, bins, dtype=h.dtype), axis=-2)
         per_sample = -jnp.sum(_xlogx(counts / width), axis=-1)
         top = math.log(bins)

@@ -248,6 +248,20 @@ def entropy_controller_step(
 # --- the optax transform --------------------------------------------------------------
 
 
+def _due(count: jax.Array, every) -> jax.Array:
+    """``count % every == 0`` and ``every > 0`` (``every`` may be an injected array)."""
+    every = jnp.asarray(every, jnp.int32)
+    return (every > 0) & (count % jnp.maximum(every, 1) == 0)
+
+
+def _as_key(key) -> jax.Array:
+    """A PRNG key from a key (typed or raw ``uint32[2]``) or an integer seed."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,):
+        return key
+    return jax.random.PRNGKey(key)
+
+
 class SurgeCollapseState(NamedTuple):
     """State of :func:`surge_collapse`; ``input_noise`` is what the pump asks for now."""
 
@@ -256,8 +270,8 @@ class SurgeCollapseState(NamedTuple):
     inner_state: optax.OptState
     controller: EntropyControllerState
     input_noise: jax.Array  # float32 σ of extra input noise for the next step
-    collapses: jax.Array  # int32 event counters
-    surges: jax.Array
+    collapses: jax.Array  # int32 counts of collapse / surge / pump events (a scheduled
+    surges: jax.Array  # surge counts even when no entry was exactly 0)
     pumps: jax.Array
 
 
@@ -317,7 +331,7 @@ def surge_collapse(
         raise ValueError(f"schedule={schedule!r}: choose one of {_SCHEDULES}.")
     if moments not in _MOMENTS:
         raise ValueError(f"moments={moments!r}: choose one of {_MOMENTS}.")
-    if collapse_every < 0 or surge_every < 0:
+    if any(isinstance(n, int) and n < 0 for n in (collapse_every, surge_every)):
         raise ValueError(
             f"collapse_every={collapse_every}, surge_every={surge_every}: must be >= 0 "
             "(0 disables the event)."
@@ -326,7 +340,7 @@ def surge_collapse(
     controller = controller if controller is not None else EntropyControllerConfig()
 
     def init_fn(params) -> SurgeCollapseState:
-        k = jax.random.PRNGKey(key) if isinstance(key, int) else key
+        k = _as_key(key)
         zero = jnp.zeros([], jnp.int32)
         return SurgeCollapseState(
             count=zero,
@@ -347,8 +361,8 @@ def surge_collapse(
         count = state.count + 1
         ctrl = state.controller
         if schedule == "fixed":
-            do_collapse = (count % collapse_every == 0) if collapse_every else jnp.bool_(False)
-            do_surge = (count % surge_every == 0) if surge_every else jnp.bool_(False)
+            do_collapse = _due(count, collapse_every)
+            do_surge = _due(count, surge_every)
             do_pump = jnp.bool_(False)
         else:
             if entropy is None:
@@ -361,7 +375,12 @@ def surge_collapse(
 
         def events(inner_state):
             new_params = optax.apply_updates(params, inner_updates)
-            include_tree = _include_tree(new_params, include)
+            include_tree = jax.tree.map(  # aligned with params: None where params are None
+                lambda p, inc: None if p is None else inc,
+                new_params,
+                _include_tree(new_params, include),
+                is_leaf=lambda x: x is None,
+            )
             cmask = jax.tree.map(
                 lambda m: m & do_collapse, collapse_mask(new_params, sparsity, include=include)
             )
