@@ -45,16 +45,9 @@ def _readonly(array: np.ndarray, dtype) -> np.ndarray:
     return array
 
 
-@dataclass(frozen=True)
-class GaussianClassification:
-    """Gaussian inputs with random labels and a train/validation split.
+class _Split:
+    """Row counts of a data set's ``train_idx`` / ``val_idx`` split."""
 
-    Attributes: ``x_NF`` (float32), ``labels_N`` (int32), ``train_idx``, ``val_idx``.
-    """
-
-    x_NF: np.ndarray
-    labels_N: np.ndarray
-    num_classes: int
     train_idx: np.ndarray
     val_idx: np.ndarray
 
@@ -65,6 +58,20 @@ class GaussianClassification:
     @property
     def num_val(self) -> int:
         return int(self.val_idx.shape[0])
+
+
+@dataclass(frozen=True)
+class GaussianClassification(_Split):
+    """Gaussian inputs with random labels and a train/validation split.
+
+    Attributes: ``x_NF`` (float32), ``labels_N`` (int32), ``train_idx``, ``val_idx``.
+    """
+
+    x_NF: np.ndarray
+    labels_N: np.ndarray
+    num_classes: int
+    train_idx: np.ndarray
+    val_idx: np.ndarray
 
     def inputs(self, encoding: str = "dense") -> np.ndarray:
         if encoding != "dense":
@@ -140,7 +147,7 @@ def offline_text(path: str | pathlib.Path | None = None) -> bytes:
 
 
 @dataclass(frozen=True)
-class ByteWindows:
+class ByteWindows(_Split):
     """Next-byte prediction: ``tokens_NC`` (the ``C`` previous bytes) → ``labels_N``."""
 
     tokens_NC: np.ndarray
@@ -148,14 +155,6 @@ class ByteWindows:
     train_idx: np.ndarray
     val_idx: np.ndarray
     num_classes: int = 256
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_idx.shape[0])
-
-    @property
-    def num_val(self) -> int:
-        return int(self.val_idx.shape[0])
 
     def inputs(self, encoding: str = "onehot") -> np.ndarray:
         """The byte ids ``(N, C)`` int32; the trainer one-hot encodes them per batch."""

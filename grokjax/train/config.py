@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from grokjax.optim.surge_collapse import EntropyControllerConfig
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -169,6 +171,9 @@ LOSS_DTYPES = {
 SWEEPABLE = ("learning_rate", "b1", "b2", "eps", "weight_decay", "alpha", "lamb", "momentum")
 
 
+_CONTROLLER = EntropyControllerConfig()
+
+
 @dataclass(frozen=True)
 class SurgeCollapseConfig:
     """Surge-Collapse around the optimizer (:func:`grokjax.surge_collapse`).
@@ -188,15 +193,16 @@ class SurgeCollapseConfig:
     surge_every: int = 200
     moments: str = "keep"
     surge_only_pruned: bool = False
-    high: float = 0.975
-    low: float = 0.78
-    smoothing: float = 0.9
-    plateau_window: int = 100
-    plateau_tolerance: float = 5e-3
-    cooldown: int = 100
-    warmup: int = 100
-    pump_noise: float = 0.1
-    pump_steps: int = 100
+    # the controller's fields, defaulting to EntropyControllerConfig's calibrated values
+    high: float = _CONTROLLER.high
+    low: float = _CONTROLLER.low
+    smoothing: float = _CONTROLLER.smoothing
+    plateau_window: int = _CONTROLLER.plateau_window
+    plateau_tolerance: float = _CONTROLLER.plateau_tolerance
+    cooldown: int = _CONTROLLER.cooldown
+    warmup: int = _CONTROLLER.warmup
+    pump_noise: float = _CONTROLLER.pump_noise
+    pump_steps: int = _CONTROLLER.pump_steps
 
     def validate(self, path: str = "surge_collapse") -> None:
         _choice(f"{path}.schedule", self.schedule, ["none", "fixed", "adaptive"])

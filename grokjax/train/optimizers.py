@@ -74,17 +74,8 @@ def _surge_collapse(cfg: OptimizerConfig, inner: optax.GradientTransformation):
     sc = cfg.surge_collapse
     if sc.schedule == "none":
         return inner
-    controller = gj.EntropyControllerConfig(
-        high=sc.high,
-        low=sc.low,
-        smoothing=sc.smoothing,
-        plateau_window=sc.plateau_window,
-        plateau_tolerance=sc.plateau_tolerance,
-        cooldown=sc.cooldown,
-        warmup=sc.warmup,
-        pump_noise=sc.pump_noise,
-        pump_steps=sc.pump_steps,
-    )
+    fields = gj.EntropyControllerConfig._fields  # the config's controller fields
+    controller = gj.EntropyControllerConfig(**{f: getattr(sc, f) for f in fields})
     return gj.surge_collapse(
         inner,
         schedule=sc.schedule,
