@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from grokjax.data.split import SplitSizes
+
 __all__ = ["OPERATIONS", "ModularArithmetic", "modular_arithmetic"]
 
 Operation = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
@@ -157,7 +159,7 @@ def _neighbouring_primes(n: int) -> str:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ModularArithmetic:
+class ModularArithmetic(SplitSizes):
     """The full table of ``x ∘ y mod p`` and its train/validation split.
 
     Build one with :func:`modular_arithmetic`. All arrays are read-only int32.
@@ -210,16 +212,6 @@ class ModularArithmetic:
                 f"x_N, y_N and labels_N must have the same length, got "
                 f"{n}, {self.y_N.shape[0]} and {self.labels_N.shape[0]}"
             )
-
-    @property
-    def num_train(self) -> int:
-        """Number of training rows."""
-        return int(self.train_idx.shape[0])
-
-    @property
-    def num_val(self) -> int:
-        """Number of validation rows."""
-        return int(self.val_idx.shape[0])
 
     def tokens(self) -> np.ndarray:
         """Rows ``[x, op, y, =]`` with ``= ↦ p`` and ``op ↦ p + 1``: shape ``(N, 4)``, int32.

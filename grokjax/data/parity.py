@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grokjax.data.split import SplitSizes, random_split
+
 __all__ = ["SparseParity", "sparse_parity"]
 
 
 @dataclass(frozen=True)
-class SparseParity:
+class SparseParity(SplitSizes):
     """Distinct random bit vectors, their parity labels and a train/validation split.
 
     Build one with :func:`sparse_parity`. Arrays are read-only.
@@ -59,14 +61,6 @@ class SparseParity:
             array = np.array(getattr(self, name), dtype=dtype)
             array.setflags(write=False)
             object.__setattr__(self, name, array)
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_idx.shape[0])
-
-    @property
-    def num_val(self) -> int:
-        return int(self.val_idx.shape[0])
 
     @property
     def num_classes(self) -> int:
@@ -134,15 +128,7 @@ def sparse_parity(
             f"num_samples={num_samples} distinct samples need 2 <= num_samples <= 2**(k + n) "
             f"= {2**width}; lower num_samples or add bits."
         )
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(
-            f"train_fraction must lie strictly between 0 and 1, got train_fraction={train_fraction}"
-        )
-    n_train = int(np.floor(train_fraction * num_samples))
-    if not 0 < n_train < num_samples:
-        raise ValueError(
-            f"train_fraction={train_fraction} of {num_samples} samples leaves an empty split."
-        )
+    train_idx, val_idx = random_split(num_samples, train_fraction, seed)  # validates
     rng = np.random.default_rng(sample_seed)
     bits = np.zeros((0, width), np.int8)
     while bits.shape[0] < num_samples:
@@ -151,5 +137,4 @@ def sparse_parity(
         _, first = np.unique(both, axis=0, return_index=True)
         bits = both[np.sort(first)][:num_samples]
     labels = bits[:, :k].sum(axis=1) % 2
-    perm = np.random.default_rng(seed).permutation(num_samples)
-    return SparseParity(k, n, bits, labels, perm[:n_train], perm[n_train:])
+    return SparseParity(k, n, bits, labels, train_idx, val_idx)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grokjax.data.split import SplitSizes, random_split
+
 __all__ = [
     "ByteWindows",
     "GaussianClassification",
@@ -25,43 +27,14 @@ __all__ = [
 ]
 
 
-def _split(num_samples: int, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(
-            f"train_fraction must lie strictly between 0 and 1, got train_fraction={train_fraction}"
-        )
-    n_train = int(np.floor(train_fraction * num_samples))
-    if not 0 < n_train < num_samples:
-        raise ValueError(
-            f"train_fraction={train_fraction} of {num_samples} samples leaves an empty split."
-        )
-    perm = np.random.default_rng(seed).permutation(num_samples)
-    return perm[:n_train].astype(np.int32), perm[n_train:].astype(np.int32)
-
-
 def _readonly(array: np.ndarray, dtype) -> np.ndarray:
     array = np.array(array, dtype=dtype)
     array.setflags(write=False)
     return array
 
 
-class _Split:
-    """Row counts of a data set's ``train_idx`` / ``val_idx`` split."""
-
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_idx.shape[0])
-
-    @property
-    def num_val(self) -> int:
-        return int(self.val_idx.shape[0])
-
-
 @dataclass(frozen=True)
-class GaussianClassification(_Split):
+class GaussianClassification(SplitSizes):
     """Gaussian inputs with random labels and a train/validation split.
 
     Attributes: ``x_NF`` (float32), ``labels_N`` (int32), ``train_idx``, ``val_idx``.
@@ -112,7 +85,7 @@ def gaussian_classification(
     rng = np.random.default_rng(sample_seed)
     x = rng.standard_normal((num_samples, features), dtype=np.float32)
     labels = rng.integers(0, num_classes, num_samples)
-    train_idx, val_idx = _split(num_samples, train_fraction, seed)
+    train_idx, val_idx = random_split(num_samples, train_fraction, seed)
     return GaussianClassification(
         _readonly(x, np.float32),
         _readonly(labels, np.int32),
@@ -147,7 +120,7 @@ def offline_text(path: str | pathlib.Path | None = None) -> bytes:
 
 
 @dataclass(frozen=True)
-class ByteWindows(_Split):
+class ByteWindows(SplitSizes):
     """Next-byte prediction: ``tokens_NC`` (the ``C`` previous bytes) → ``labels_N``."""
 
     tokens_NC: np.ndarray
@@ -202,7 +175,7 @@ def byte_windows(
     starts = np.sort(rng.choice(starts_available, num_samples, replace=False))
     tokens = data[starts[:, None] + np.arange(context)]
     labels = data[starts + context]
-    train_idx, val_idx = _split(num_samples, train_fraction, seed)
+    train_idx, val_idx = random_split(num_samples, train_fraction, seed)
     return ByteWindows(
         _readonly(tokens, np.int32),
         _readonly(labels, np.int32),
