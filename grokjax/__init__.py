@@ -6,6 +6,7 @@ The public API is flat::
     tx = optax.chain(gj.grokfast_ema(alpha=0.98, lamb=2.0), optax.adamw(1e-3))
 """
 
+from grokjax import nn, ops
 from grokjax.analysis import activation_entropy, target_entropy
 from grokjax.losses import (
     cross_entropy_with_integer_labels,
@@ -61,6 +62,8 @@ __all__ = [
     "grokfast_ma",
     "log_stablemax",
     "nlm_cosine",
+    "nn",
+    "ops",
     "ortho_adamw",
     "ortho_sgd",
     "orthograd",

@@ -29,7 +29,21 @@ PUBLIC_API = [
     "nlm_cosine",
     "weight_norms",
     "global_weight_norm",
+    "collapse",
+    "surge",
+    "activation_entropy",
+    "target_entropy",
 ]
+
+# DESIGN.md §3 names reached through a submodule.
+SUBMODULE_API = ["nn.swelu", "nn.SWELU", "ops.selective_scan"]
+
+
+@pytest.mark.parametrize("name", SUBMODULE_API)
+def test_submodule_api(name):
+    module, attr = name.split(".")
+    assert callable(getattr(getattr(gj, module), attr))
+    assert module in gj.__all__
 
 
 @pytest.mark.parametrize("name", PUBLIC_API)

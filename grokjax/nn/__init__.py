@@ -1,12 +1,19 @@
-"""Model modules: the Grokfast decoder, a plain MLP and rotary position embeddings."""
+"""Model modules: the Grokfast decoder, a plain MLP, rotary position embeddings and the
+learnable-shape activations SWELU and swish_k."""
 
+from grokjax.nn.activations import SWELU, ActivationShape, SwishK, swelu, swish_k
 from grokjax.nn.mlp import MLP
 from grokjax.nn.rope import apply_rope, rope_frequencies
 from grokjax.nn.transformer import Decoder
 
 __all__ = [
     "MLP",
+    "SWELU",
+    "ActivationShape",
     "Decoder",
+    "SwishK",
     "apply_rope",
     "rope_frequencies",
+    "swelu",
+    "swish_k",
 ]

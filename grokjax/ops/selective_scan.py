@@ -1,0 +1,197 @@
+"""The Mamba (S6) selective scan: dispatch and the pure-JAX backends.
+
+Layout (batch, length, channels): ``u, delta, z`` are ``(B, L, D)``, ``A`` is
+``(D, N)`` (negative real, ``A = −exp(A_log)``), ``B, C`` are ``(B, L, N)``, ``D`` and
+``delta_bias`` are ``(D,)``. With ``dt = softplus(delta + delta_bias)`` (or without the
+softplus),
+
+    h_t = exp(dt_t·A) ⊙ h_{t−1} + (dt_t·u_t) ⊗ B_t          h_0 = 0, h_t ∈ R^{D×N}
+    y_t = ⟨h_t, C_t⟩ + D ⊙ u_t,      y_t ← y_t · gate(z_t)
+
+accumulated in float32 (float64 for float64 inputs) and returned in ``u``'s dtype. Backends:
+
+- ``"reference"``: ``lax.scan`` over time, state ``(B, D, N)`` in registers of the loop;
+  the portable path (CPU, TPU). Reverse-mode differentiation stores the state of
+  every step, O(B·L·D·N) memory in the backward pass.
+- ``"associative"``: ``lax.associative_scan`` over ``(exp(dt A), dt u ⊗ B)`` pairs;
+  materialises O(B·L·D·N) in the forward pass too (for comparison).
+- ``"triton"``: the fused CUDA kernels of ``kernels/`` (not built yet: asking for it
+  raises an error that says so; ``"auto"`` uses ``"reference"`` until it lands).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from grokjax.nn.activations import swelu
+
+__all__ = ["BACKENDS", "GATES", "selective_scan", "selective_state_update"]
+
+BACKENDS = ("auto", "reference", "associative", "triton")
+GATES = ("silu", "swelu", "none")
+
+
+def _gate(z: jax.Array, gate: str, gate_k) -> jax.Array:
+    if gate == "silu":
+        return jax.nn.silu(z)
+    if gate == "swelu":
+        return swelu(z, 1.0 if gate_k is None else gate_k)
+    return jnp.ones_like(z)
+
+
+def _check(u, delta, A, B, C, D, z, delta_bias, gate, backend) -> None:
+    if gate not in GATES:
+        raise ValueError(f"gate={gate!r}: choose one of {GATES}.")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: choose one of {BACKENDS}.")
+    if u.ndim != 3:
+        raise ValueError(f"u must be (batch, length, channels), got shape {u.shape}.")
+    b, length, d = u.shape
+    if A.ndim != 2 or A.shape[0] != d:
+        raise ValueError(f"A must be (channels={d}, state), got shape {A.shape}.")
+    n = A.shape[1]
+    expected = {
+        "delta": (delta, (b, length, d)),
+        "B": (B, (b, length, n)),
+        "C": (C, (b, length, n)),
+        "D": (D, (d,)),
+        "z": (z, (b, length, d)),
+        "delta_bias": (delta_bias, (d,)),
+    }
+    for name, (value, shape) in expected.items():
+        if value is not None and tuple(value.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}.")
+    if gate != "none" and z is None:
+        raise ValueError(f"gate={gate!r} multiplies by gate(z): pass z, or use gate='none'.")
+
+
+def _wide(u: jax.Array):
+    """The accumulation dtype: float32, or float64 for float64 inputs."""
+    return jnp.promote_types(u.dtype, jnp.float32)
+
+
+def _discretise(u, delta, A, B, delta_bias, delta_softplus):
+    """``dt``, ``A``, ``dt·u`` and ``B`` in the accumulation dtype."""
+    f = _wide(u)
+    dt = delta.astype(f)
+    if delta_bias is not None:
+        dt = dt + delta_bias.astype(f)
+    if delta_softplus:
+        dt = jax.nn.softplus(dt)
+    return dt, A.astype(f), (dt * u.astype(f)), B.astype(f)
+
+
+def _scan_reference(dt, A, dtu, B, C):
+    """``y_BLD`` and the last state by ``lax.scan`` over time."""
+    b, _, d = dt.shape
+    h0 = jnp.zeros((b, d, A.shape[1]), dt.dtype)
+
+    def step(h, xs):
+        dt_t, dtu_t, B_t, C_t = xs  # (B, D), (B, D), (B, N), (B, N)
+        h = jnp.exp(dt_t[..., None] * A) * h + dtu_t[..., None] * B_t[:, None, :]
+        return h, jnp.einsum("bdn,bn->bd", h, C_t)
+
+    time_major = [jnp.swapaxes(x, 0, 1) for x in (dt, dtu, B, C.astype(dt.dtype))]
+    h_last, y_LBD = lax.scan(step, h0, time_major)
+    return jnp.swapaxes(y_LBD, 0, 1), h_last
+
+
+def _scan_associative(dt, A, dtu, B, C):
+    """The same recurrence as a parallel prefix over ``(a, b) ∘ (a', b') = (a a', a' b + b')``."""
+    a = jnp.exp(dt[..., None] * A)  # (B, L, D, N)
+    x = dtu[..., None] * B[:, :, None, :]
+
+    def combine(left, right):
+        a_l, x_l = left
+        a_r, x_r = right
+        return a_l * a_r, a_r * x_l + x_r
+
+    _, h = lax.associative_scan(combine, (a, x), axis=1)
+    y = jnp.einsum("bldn,bln->bld", h, C.astype(dt.dtype))
+    return y, h[:, -1]
+
+
+def selective_scan(
+    u: jax.Array,
+    delta: jax.Array,
+    A: jax.Array,
+    B: jax.Array,
+    C: jax.Array,
+    D: jax.Array | None = None,
+    z: jax.Array | None = None,
+    delta_bias: jax.Array | None = None,
+    delta_softplus: bool = False,
+    gate: str = "silu",
+    gate_k: jax.Array | float | None = None,
+    return_last_state: bool = False,
+    backend: str = "auto",
+):
+    """Run the selective scan (see the module docstring for the maths and backends).
+
+    ``gate`` is ``"silu"``, ``"swelu"`` (shape ``gate_k``, default 1) or ``"none"``; a
+    gate needs ``z``. Returns ``y`` ``(B, L, D)`` in ``u``'s dtype, and with
+    ``return_last_state`` also ``h_L`` ``(B, D, N)`` in the accumulation dtype. Differentiable in
+    every array argument (``gate_k`` included) through every backend.
+
+    >>> b, l, d, n = 2, 5, 3, 4
+    >>> u = jnp.ones((b, l, d)); delta = jnp.full((b, l, d), 0.1)
+    >>> A = -jnp.ones((d, n)); B = C = jnp.ones((b, l, n))
+    >>> y = selective_scan(u, delta, A, B, C, gate="none")
+    >>> y.shape, bool(jnp.allclose(y, selective_scan(u, delta, A, B, C, gate="none",
+    ...                                                    backend="associative")))
+    ((2, 5, 3), True)
+    """
+    _check(u, delta, A, B, C, D, z, delta_bias, gate, backend)
+    if backend == "triton":
+        raise NotImplementedError(
+            "backend='triton': the Triton selective-scan kernels (kernels/) are not built yet; "
+            "use backend='reference' (or 'auto')."
+            if jax.default_backend() == "gpu"
+            else f"backend='triton' needs a CUDA GPU, but JAX runs on {jax.default_backend()!r}; "
+            "use backend='reference' or 'auto'."
+        )
+    dt, A32, dtu, B32 = _discretise(u, delta, A, B, delta_bias, delta_softplus)
+    scan = _scan_associative if backend == "associative" else _scan_reference
+    y, h_last = scan(dt, A32, dtu, B32, C)
+    f = _wide(u)
+    if D is not None:
+        y = y + D.astype(f) * u.astype(f)
+    if gate != "none":
+        y = y * _gate(z.astype(f), gate, gate_k)
+    y = y.astype(u.dtype)
+    return (y, h_last) if return_last_state else y
+
+
+def selective_state_update(
+    state: jax.Array,
+    u: jax.Array,
+    delta: jax.Array,
+    A: jax.Array,
+    B: jax.Array,
+    C: jax.Array,
+    D: jax.Array | None = None,
+    z: jax.Array | None = None,
+    delta_bias: jax.Array | None = None,
+    delta_softplus: bool = False,
+    gate: str = "silu",
+    gate_k: jax.Array | float | None = None,
+):
+    """One decode step: ``state`` ``(B, D, N)`` and one token's ``u, delta, z`` ``(B, D)``,
+    ``B, C`` ``(B, N)`` → ``(y (B, D), new state)``; the same maths as one step of
+    :func:`selective_scan` (running it token by token reproduces the scan).
+    """
+    if gate not in GATES:
+        raise ValueError(f"gate={gate!r}: choose one of {GATES}.")
+    dt, A32, dtu, B32 = _discretise(u, delta, A, B, delta_bias, delta_softplus)
+    f = _wide(u)
+    new = jnp.exp(dt[..., None] * A32) * state.astype(f) + dtu[..., None] * B32[:, None, :]
+    y = jnp.einsum("bdn,bn->bd", new, C.astype(f))
+    if D is not None:
+        y = y + D.astype(f) * u.astype(f)
+    if gate != "none":
+        if z is None:
+            raise ValueError(f"gate={gate!r} multiplies by gate(z): pass z, or use gate='none'.")
+        y = y * _gate(z.astype(f), gate, gate_k)
+    return y.astype(u.dtype), new

@@ -1,0 +1,198 @@
+"""The selective scan: backends against a float64 numpy reference, gradients, decode."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import grokjax as gj
+from grokjax.ops import selective_scan, selective_state_update
+
+
+def np_softplus(x):
+    return np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
+
+
+def np_scan(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, softplus=False, gate="silu", gate_k=1.0
+):
+    """Straightforward float64 loops over batch, time, channel and state."""
+    u, delta, A, B, C = (np.asarray(x, np.float64) for x in (u, delta, A, B, C))
+    b, length, d = u.shape
+    n = A.shape[1]
+    dt = delta + (0 if delta_bias is None else np.asarray(delta_bias, np.float64))
+    if softplus:
+        dt = np_softplus(dt)
+    y = np.zeros((b, length, d))
+    h = np.zeros((b, d, n))
+    for i in range(b):
+        for t in range(length):
+            for c in range(d):
+                for s in range(n):
+                    h[i, c, s] = (
+                        np.exp(dt[i, t, c] * A[c, s]) * h[i, c, s]
+                        + dt[i, t, c] * u[i, t, c] * B[i, t, s]
+                    )
+                y[i, t, c] = np.dot(h[i, c], C[i, t])
+    if D is not None:
+        y += np.asarray(D, np.float64) * u
+    if gate == "silu":
+        zz = np.asarray(z, np.float64)
+        y *= zz / (1 + np.exp(-zz))
+    elif gate == "swelu":
+        zz = np.asarray(z, np.float64)
+        y *= np.sign(zz) * (1 - np.exp(-(np.abs(zz) ** gate_k)))
+    return y, h
+
+
+def inputs(rng, b, length, d, n, dtype=np.float32):
+    return dict(
+        u=rng.standard_normal((b, length, d)).astype(dtype),
+        delta=rng.standard_normal((b, length, d)).astype(dtype),
+        A=-np.exp(rng.standard_normal((d, n))).astype(np.float32),
+        B=rng.standard_normal((b, length, n)).astype(dtype),
+        C=rng.standard_normal((b, length, n)).astype(dtype),
+        D=rng.standard_normal(d).astype(np.float32),
+        z=rng.standard_normal((b, length, d)).astype(dtype),
+        delta_bias=(0.5 * rng.standard_normal(d)).astype(np.float32),
+    )
+
+
+SHAPES = [(1, 1, 1, 1), (2, 7, 3, 4), (3, 16, 5, 2)]
+
+
+@pytest.mark.parametrize("backend", ["reference", "associative"])
+@pytest.mark.parametrize("gate", ["silu", "swelu", "none"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_and_last_state_match_numpy(backend, gate, shape, rng):
+    x = inputs(rng, *shape)
+    kw = dict(delta_softplus=True, gate=gate, gate_k=1.4 if gate == "swelu" else None)
+    y, h = selective_scan(
+        **{k: jnp.asarray(v) for k, v in x.items()}, **kw, return_last_state=True, backend=backend
+    )
+    y_ref, h_ref = np_scan(**x, softplus=True, gate=gate, gate_k=1.4)
+    assert y.dtype == jnp.float32 and h.shape == h_ref.shape
+    np.testing.assert_allclose(np.asarray(y), y_ref, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(h), h_ref, rtol=2e-5, atol=2e-5)
+
+
+def test_optional_arguments_and_bfloat16(rng):
+    """Without D, delta_bias and softplus; bf16 inputs accumulate in float32, return bf16."""
+    x = inputs(rng, 2, 9, 3, 4)
+    x["delta"] = np.abs(x["delta"]) * 0.3
+    args = {k: jnp.asarray(x[k]) for k in ("u", "delta", "A", "B", "C", "z")}
+    y = selective_scan(**args, gate="silu")
+    y_ref, _ = np_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], z=x["z"])
+    np.testing.assert_allclose(np.asarray(y), y_ref, rtol=2e-5, atol=2e-5)
+    bf = {k: v.astype(jnp.bfloat16) if k != "A" else v for k, v in args.items()}
+    y_bf = selective_scan(**bf, gate="silu")
+    assert y_bf.dtype == jnp.bfloat16
+    ref_bf, _ = np_scan(
+        *(np.asarray(bf[k], np.float64) for k in ("u", "delta", "A", "B", "C")),
+        z=np.asarray(bf["z"], np.float64),
+    )
+    np.testing.assert_allclose(np.asarray(y_bf, np.float64), ref_bf, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("gate", ["silu", "swelu"])
+def test_backends_have_equal_gradients_for_every_argument(gate, rng):
+    """∂ of a weighted sum of y and the last state w.r.t. all ten inputs, both backends."""
+    x = {k: jnp.asarray(v) for k, v in inputs(rng, 2, 6, 3, 4).items()}
+    weights = jnp.asarray(rng.standard_normal((2, 6, 3)), jnp.float32)
+
+    def loss(args, gate_k, backend):
+        y, h = selective_scan(
+            **args,
+            delta_softplus=True,
+            gate=gate,
+            gate_k=gate_k,
+            return_last_state=True,
+            backend=backend,
+        )
+        return jnp.sum(y * weights) + jnp.sum(h)
+
+    ref = jax.grad(loss, argnums=(0, 1))(x, 1.3, "reference")
+    assoc = jax.grad(loss, argnums=(0, 1))(x, 1.3, "associative")
+    for name in x:
+        np.testing.assert_allclose(
+            np.asarray(assoc[0][name]), np.asarray(ref[0][name]), rtol=1e-4, atol=1e-5, err_msg=name
+        )
+    if gate == "swelu":
+        np.testing.assert_allclose(float(assoc[1]), float(ref[1]), rtol=1e-4)
+        assert float(ref[1]) != 0.0
+
+
+@pytest.mark.parametrize("backend", ["reference", "associative"])
+def test_gradients_against_finite_differences_in_float64(backend, rng):
+    x = inputs(rng, 1, 5, 2, 3, np.float64)
+    with jax.enable_x64(True):
+        args = {k: jnp.asarray(v, jnp.float64) for k, v in x.items()}
+        weights = jnp.asarray(rng.standard_normal((1, 5, 2)))
+
+        def loss(args, gate_k):
+            y = selective_scan(
+                **args, delta_softplus=True, gate="swelu", gate_k=gate_k, backend=backend
+            )
+            return jnp.sum(y * weights)
+
+        grads, dk = jax.grad(loss, argnums=(0, 1))(args, jnp.float64(1.2))
+        h = 1e-6
+        for name, value in args.items():
+            flat = np.asarray(value).reshape(-1)
+            for j in range(0, flat.size, max(1, flat.size // 4)):
+                up, down = flat.copy(), flat.copy()
+                up[j] += h
+                down[j] -= h
+                f_up = loss({**args, name: jnp.asarray(up.reshape(value.shape))}, 1.2)
+                f_down = loss({**args, name: jnp.asarray(down.reshape(value.shape))}, 1.2)
+                fd = (float(f_up) - float(f_down)) / (2 * h)
+                got = float(np.asarray(grads[name]).reshape(-1)[j])
+                np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-7, err_msg=f"{name}[{j}]")
+        fd_k = (float(loss(args, 1.2 + h)) - float(loss(args, 1.2 - h))) / (2 * h)
+        np.testing.assert_allclose(float(dk), fd_k, rtol=1e-5)
+
+
+def test_decode_steps_reproduce_the_scan(rng):
+    x = {k: jnp.asarray(v) for k, v in inputs(rng, 2, 8, 3, 4).items()}
+    y_scan, h_scan = selective_scan(
+        **x, delta_softplus=True, gate="swelu", gate_k=0.8, return_last_state=True
+    )
+    state = jnp.zeros((2, 3, 4))
+    ys = []
+    for t in range(8):
+        y_t, state = selective_state_update(
+            state,
+            x["u"][:, t],
+            x["delta"][:, t],
+            x["A"],
+            x["B"][:, t],
+            x["C"][:, t],
+            x["D"],
+            x["z"][:, t],
+            x["delta_bias"],
+            delta_softplus=True,
+            gate="swelu",
+            gate_k=0.8,
+        )
+        ys.append(y_t)
+    np.testing.assert_allclose(np.stack(ys, 1), np.asarray(y_scan), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(state), np.asarray(h_scan), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_backend_jit_and_errors(rng):
+    x = {k: jnp.asarray(v) for k, v in inputs(rng, 1, 4, 2, 2).items()}
+    auto = jax.jit(lambda a: selective_scan(**a))(x)
+    np.testing.assert_allclose(
+        np.asarray(auto), np.asarray(selective_scan(**x, backend="reference")), rtol=1e-6
+    )
+    with pytest.raises((NotImplementedError, ValueError), match="triton"):
+        selective_scan(**x, backend="triton")
+    with pytest.raises(ValueError, match="backend='cuda'"):
+        selective_scan(**x, backend="cuda")
+    with pytest.raises(ValueError, match="pass z"):
+        selective_scan(**{**x, "z": None})
+    with pytest.raises(ValueError, match=r"B must have shape \(1, 4, 2\)"):
+        selective_scan(**{**x, "B": x["B"][:, :3]})
+    assert gj.ops.selective_scan is selective_scan
