@@ -1,7 +1,8 @@
 """Model modules: the Grokfast decoder, a plain MLP, rotary position embeddings and the
-learnable-shape activations SWELU and swish_k."""
+learnable-shape activations SWELU and swish_k, and Mamba blocks and language model."""
 
 from grokjax.nn.activations import SWELU, ActivationShape, SwishK, swelu, swish_k
+from grokjax.nn.mamba import MambaBlock, MambaLM, RMSNorm
 from grokjax.nn.mlp import MLP
 from grokjax.nn.rope import apply_rope, rope_frequencies
 from grokjax.nn.transformer import Decoder
@@ -11,6 +12,9 @@ __all__ = [
     "SWELU",
     "ActivationShape",
     "Decoder",
+    "MambaBlock",
+    "MambaLM",
+    "RMSNorm",
     "SwishK",
     "apply_rope",
     "rope_frequencies",
