@@ -15,8 +15,10 @@ Reductions over channels (``dB``, ``dC``) and over the sequence (``dA``, ``dD``,
 ``d bias``, ``d gate_k``) are written as per-program partial sums, which the caller
 sums (deterministic: no atomics).
 
-Layouts are contiguous: ``u, delta, z, y, du, ddelta, dz`` ``(B, L, D)``; ``B, C``
-``(B, L, N)``; ``A`` ``(D, N)``; ``D, bias`` ``(D,)``. ``N`` must be a power of two.
+Parameters come inputs first (arrays, then the scalars ``L`` and ``DIM``), outputs
+after, as jax-triton passes them. Layouts are contiguous: ``u, delta, z, y, du,
+ddelta, dz`` ``(B, L, D)``; ``B, C`` ``(B, L, N)``; ``A`` ``(D, N)``; ``D, bias``
+``(D,)``. ``N`` must be a power of two.
 Gates: 0 none, 1 SiLU, 2 SWELU with shape ``gate_k``.
 
 The kernels are plain ``@triton.jit`` functions, launched from JAX by
@@ -93,11 +95,11 @@ def selective_scan_fwd_kernel(
     z_ptr,
     bias_ptr,
     k_ptr,
+    L,
+    DIM,
     y_ptr,
     last_ptr,
     ckpt_ptr,
-    L,
-    DIM,
     HAS_D: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
@@ -160,6 +162,8 @@ def selective_scan_bwd_kernel(
     dy_ptr,
     dlast_ptr,
     ckpt_ptr,
+    L,
+    DIM,
     scratch_ptr,
     du_ptr,
     ddelta_ptr,
@@ -170,8 +174,6 @@ def selective_scan_bwd_kernel(
     dk_part_ptr,
     dB_part_ptr,
     dC_part_ptr,
-    L,
-    DIM,
     HAS_D: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,

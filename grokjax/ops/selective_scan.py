@@ -15,8 +15,10 @@ accumulated in float32 (float64 for float64 inputs) and returned in ``u``'s dtyp
   every step, O(B·L·D·N) memory in the backward pass.
 - ``"associative"``: ``lax.associative_scan`` over ``(exp(dt A), dt u ⊗ B)`` pairs;
   materialises O(B·L·D·N) in the forward pass too (for comparison).
-- ``"triton"``: the fused CUDA kernels of ``kernels/`` (not built yet: asking for it
-  raises an error that says so; ``"auto"`` uses ``"reference"`` until it lands).
+- ``"triton"``: the fused kernels of ``kernels/`` launched with jax-triton
+  (:mod:`grokjax.ops.triton_scan`), CUDA GPUs only; state in registers, O(B·L·D)
+  memory, a backward kernel through ``jax.custom_vjp``.
+- ``"auto"``: ``"triton"`` on a CUDA GPU with jax-triton installed, else ``"reference"``.
 """
 
 from __future__ import annotations
@@ -144,14 +146,19 @@ def selective_scan(
     ((2, 5, 3), True)
     """
     _check(u, delta, A, B, C, D, z, delta_bias, gate, backend)
-    if backend == "triton":
-        raise NotImplementedError(
-            "backend='triton': the Triton selective-scan kernels (kernels/) are not built yet; "
-            "use backend='reference' (or 'auto')."
-            if jax.default_backend() == "gpu"
-            else f"backend='triton' needs a CUDA GPU, but JAX runs on {jax.default_backend()!r}; "
-            "use backend='reference' or 'auto'."
-        )
+    if backend in ("triton", "auto"):
+        from grokjax.ops import triton_scan
+
+        if triton_scan.available():
+            y, h_last = triton_scan.triton_selective_scan(
+                u, delta, A, B, C, D, z, delta_bias, delta_softplus, gate, gate_k
+            )
+            return (y, h_last) if return_last_state else y
+        if backend == "triton":
+            raise ValueError(
+                f"backend='triton' needs a CUDA GPU with jax-triton and triton installed "
+                f"(JAX runs on {jax.default_backend()!r}); use backend='reference' or 'auto'."
+            )
     dt, A32, dtu, B32 = _discretise(u, delta, A, B, delta_bias, delta_softplus)
     scan = _scan_associative if backend == "associative" else _scan_reference
     y, h_last = scan(dt, A32, dtu, B32, C)
