@@ -79,11 +79,16 @@ class DataConfig:
     classes: int = 128
     context: int = 8
     text_path: str = ""
+    seq_len: int = 128
+    val_windows: int = 64
+    max_tokens: int = 0
+    tokenizer: str = "bytes"
+    vocab_dir: str = ""
 
     def validate(self, path: str = "data") -> None:
         from grokjax.data import OPERATIONS
 
-        _choice(f"{path}.kind", self.kind, ["modular", "sparse_parity", "gaussian", "text"])
+        _choice(f"{path}.kind", self.kind, ["modular", "sparse_parity", "gaussian", "text", "lm"])
         _check(
             f"{path}.train_fraction",
             0.0 < self.train_fraction < 1.0,
@@ -100,6 +105,13 @@ class DataConfig:
                 "in [2, 2**(parity_bits + noise_bits)]",
                 self.num_samples,
             )
+            return
+        if self.kind == "lm":
+            _choice(f"{path}.encoding", self.encoding, ["tokens"])
+            _check(f"{path}.seq_len", self.seq_len >= 1, ">= 1", self.seq_len)
+            _check(f"{path}.val_windows", self.val_windows >= 1, ">= 1", self.val_windows)
+            _check(f"{path}.max_tokens", self.max_tokens >= 0, ">= 0 (0: all)", self.max_tokens)
+            _choice(f"{path}.tokenizer", self.tokenizer, ["bytes", "gpt2"])
             return
         if self.kind in ("gaussian", "text"):
             _choice(
@@ -119,12 +131,16 @@ class DataConfig:
 
     @property
     def num_classes(self) -> int:
-        return {"sparse_parity": 2, "gaussian": self.classes, "text": 256}.get(self.kind, self.p)
+        lm = 257 if self.tokenizer == "bytes" else 50257
+        classes = {"sparse_parity": 2, "gaussian": self.classes, "text": 256, "lm": lm}
+        return classes.get(self.kind, self.p)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``kind = "decoder"`` (the Grokfast transformer) or ``"mlp"`` (Prieto's MLP)."""
+    """``kind = "decoder"`` (the Grokfast transformer), ``"mlp"`` (Prieto's MLP) or
+    ``"mamba"`` (a Mamba LM: ``width`` = d_model, ``depth`` = layers, ``activation`` at
+    both sites: silu | swelu | swish_k, ``d_state``, ``expand``)."""
 
     kind: str = "decoder"
     depth: int = 2
@@ -136,9 +152,11 @@ class ModelConfig:
     rope_base: float = 10000.0
     hidden: tuple[int, ...] = (200, 200)
     use_bias: bool = False
+    d_state: int = 16
+    expand: int = 2
 
     def validate(self, path: str = "model") -> None:
-        _choice(f"{path}.kind", self.kind, ["decoder", "mlp"])
+        _choice(f"{path}.kind", self.kind, ["decoder", "mlp", "mamba"])
         for name in ("depth", "width", "heads", "mlp_ratio"):
             value = getattr(self, name)
             _check(f"{path}.{name}", value >= 1, "a positive integer", value)
@@ -148,7 +166,17 @@ class ModelConfig:
             f"divisible by heads ({self.heads})",
             self.width,
         )
-        _choice(f"{path}.activation", self.activation, ["gelu", "relu", "silu"])
+        if self.kind == "mamba":
+            _choice(f"{path}.activation", self.activation, ["silu", "swelu", "swish_k"])
+            _check(
+                f"{path}.d_state",
+                self.d_state >= 1 and not self.d_state & (self.d_state - 1),
+                "a power of two",
+                self.d_state,
+            )
+            _check(f"{path}.expand", self.expand >= 1, ">= 1", self.expand)
+        else:
+            _choice(f"{path}.activation", self.activation, ["gelu", "relu", "silu"])
         _choice(f"{path}.positions", self.positions, ["learned", "rope"])
         _check(f"{path}.rope_base", self.rope_base > 1.0, "> 1", self.rope_base)
         _check(
@@ -276,6 +304,7 @@ class MethodConfig:
     loss: str = ""  # "" = the experiment's loss
     loss_dtype: str = ""  # "" = the experiment's loss_dtype
     input_noise: float = 0.0  # σ of Gaussian noise added to each batch's inputs
+    activation: str = ""  # "" = the model's; a Mamba model's activation for this method
 
     def validate(self, path: str) -> None:
         _check(f"{path}.label", bool(self.label), "a non-empty string", self.label)
@@ -329,6 +358,7 @@ class ExperimentConfig:
     loss_dtype: str = "float32"
     diagnostics: bool = False
     track_entropy: bool = False
+    tokens_per_param: float = 0.0  # > 0 (language models): steps from a token budget
     train_threshold: float = 0.99
     val_threshold: float = 0.95
     stop_when_grokked: bool = True
@@ -380,6 +410,22 @@ class ExperimentConfig:
                     "smaller eps underflows and Adam divides by zero)",
                     eps,
                 )
+        lm, mamba = self.data.kind == "lm", self.model.kind == "mamba"
+        _check("tokens_per_param", self.tokens_per_param >= 0, ">= 0", self.tokens_per_param)
+        if self.tokens_per_param:
+            _check("tokens_per_param", lm, "0 unless data.kind = 'lm'", self.tokens_per_param)
+        _check("model.kind", lm == mamba, "'mamba' exactly when data.kind = 'lm'", self.model.kind)
+        if lm:
+            _choice("sampling (language-model windows)", self.sampling, ["iid"])
+        for i, method in enumerate(self.methods):
+            if method.activation:
+                _check(
+                    f"methods.{i}.activation",
+                    mamba,
+                    "'' unless model.kind = 'mamba'",
+                    method.activation,
+                )
+                _choice(f"methods.{i}.activation", method.activation, ["silu", "swelu", "swish_k"])
         vector = self.data.encoding in ("onehot", "bits", "dense")
         if self.tracks_entropy:
             _check(
@@ -406,7 +452,7 @@ class ExperimentConfig:
                 self.model.kind,
             )
         elif self.model.kind == "mlp":
-            allowed = "'onehot' or 'bits' for an mlp model"
+            allowed = "'onehot', 'bits' or 'dense' for an mlp model"
             _check("data.encoding", False, allowed, self.data.encoding)
 
     @property

@@ -63,7 +63,10 @@ class RunResult:
 
 
 def _member_rows(
-    groups: list[Group], step: int, metrics: list[dict[str, np.ndarray]], names: tuple[str, ...]
+    groups: list[Group],
+    step: int,
+    metrics: list[dict[str, np.ndarray]],
+    names: list[tuple[str, ...]],
 ):
     for g, (group, m) in enumerate(zip(groups, metrics, strict=True)):
         for i, (seed, hps) in enumerate(group.members):
@@ -75,7 +78,7 @@ def _member_rows(
                 "seed": seed,
             }
             row.update(hps)
-            row.update({k: float(m[k][i]) for k in names if k != "finite"})
+            row.update({k: float(m[k][i]) for k in names[g] if k != "finite"})
             yield row
 
 
@@ -143,9 +146,21 @@ def run_experiment(
         return _run(config, run_dir, resume, progress, devices)
 
 
+def _token_budget(config: ExperimentConfig, task, states) -> ExperimentConfig:
+    """``steps`` from ``tokens_per_param``: ⌈tokens_per_param · params / (batch · seq_len)⌉
+    (parameters of one member of the first method; Chinchilla is 20, LLaMA-style 100)."""
+    if not config.tokens_per_param:
+        return config
+    params = sum(x[0].size for x in jax.tree.leaves(states[0].params))
+    tokens = config.tokens_per_param * params
+    steps = max(1, math.ceil(tokens / (config.batch_size * task.window)))
+    return dataclasses.replace(config, steps=steps)
+
+
 def _run(config, run_dir, resume, progress, devices) -> RunResult:
     start_time = time.perf_counter()
     task, groups, states = init_groups(config)
+    config = _token_budget(config, task, states)
     interval = config.eval_interval(task.num_train)
     total_evals = math.ceil(config.steps / interval)
 
@@ -158,9 +173,11 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     state_shardings = [
         group_shardings(s, g.size, mesh) for s, g in zip(states, groups, strict=True)
     ]
-    names = metric_names(states[0].params, config.diagnostics, config.tracks_entropy)
+    # per group: methods may train model variants with their own activation shapes
+    names = [metric_names(s.params, config.diagnostics, config.tracks_entropy) for s in states]
     metric_shardings = [
-        {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in names} for g in groups
+        {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in n}
+        for g, n in zip(groups, names, strict=True)
     ]
     states = place(states, state_shardings)
     member_axis = resolve_member_axis(config.member_axis, len(devices))
@@ -173,7 +190,7 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     )
 
     detector = GrokDetector([g.size for g in groups], config.train_threshold, config.val_threshold)
-    result = RunResult(config, groups, history=[{k: [] for k in names} for _ in groups])
+    result = RunResult(config, groups, history=[{k: [] for k in n} for n in names])
     result.detector = detector
     checkpointer = metrics_file = None
     start_eval = 0
@@ -220,7 +237,7 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
                 _check_finite(groups, host, step, metrics_file, result.run_dir)
                 result.steps.append(step)
                 for g, m in enumerate(host):
-                    for k in names:
+                    for k in names[g]:
                         result.history[g][k].append(np.asarray(m[k]))
                 detector.update(step, host)
                 if metrics_file is not None:

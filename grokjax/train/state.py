@@ -8,6 +8,7 @@ vmapped step. All groups advance together in one compiled program.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,11 +26,20 @@ from grokjax.data import (
     offline_text,
     sparse_parity,
 )
-from grokjax.nn import MLP, Decoder
-from grokjax.train.config import ExperimentConfig, MethodConfig
+from grokjax.data.lm import token_corpus
+from grokjax.nn import MLP, Decoder, MambaLM
+from grokjax.train.config import ExperimentConfig, MethodConfig, ModelConfig
 from grokjax.train.optimizers import initial_hyperparams, optimizer_factory
 
-__all__ = ["Group", "GroupState", "Task", "build_model", "build_task", "init_groups"]
+__all__ = [
+    "Group",
+    "GroupState",
+    "Task",
+    "build_model",
+    "build_task",
+    "init_groups",
+    "method_model",
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,15 @@ class Task:
     sampling: str
     onehot_vocab: int = 0  # > 0: inputs are ids, one-hot encoded per batch (byte windows)
     dtype: str = "float32"  # the model's input dtype for vector inputs
+    window: int = 0  # > 0: a token stream; row i is the window inputs_N[i : i + window + 1]
+
+    def rows(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Model inputs and labels of rows ``idx``: table rows, or for a token stream the
+        windows starting at ``idx`` (inputs ``(…, window)``, next-token labels)."""
+        if self.window:
+            positions = idx[..., None] + jnp.arange(self.window)
+            return self.inputs_N[positions], self.inputs_N[positions + 1]
+        return self.encode(self.inputs_N[idx]), self.labels_N[idx]
 
     def encode(self, inputs: jax.Array) -> jax.Array:
         """A batch of rows as the model reads them (one-hot byte windows flattened)."""
@@ -103,6 +122,30 @@ class Group:
 def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[int, Any]]:
     """The table on the device and every seed's split (each seed splits its own way)."""
     d = config.data
+    if d.kind == "lm":
+        corpus = token_corpus(
+            d.text_path,
+            seq_len=d.seq_len,
+            train_fraction=d.train_fraction,
+            val_windows=d.val_windows,
+            max_tokens=d.max_tokens,
+            tokenizer=d.tokenizer,
+            vocab_dir=d.vocab_dir,
+        )
+        tokens = jnp.asarray(corpus.tokens_T)
+        task = Task(
+            inputs_N=tokens,
+            labels_N=tokens,
+            num_train=corpus.num_train,
+            num_val=corpus.num_val,
+            num_classes=corpus.vocab_size,
+            vocab_size=corpus.vocab_size,
+            seq_len=d.seq_len,
+            batch_size=config.batch_size,
+            sampling=config.sampling,
+            window=d.seq_len,
+        )
+        return task, {seed: corpus for seed in sorted(set(seeds))}
     if d.kind == "gaussian":
         splits = {
             seed: gaussian_classification(
@@ -161,10 +204,30 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
     return task, splits
 
 
-def build_model(config: ExperimentConfig, task: Task, seed: int) -> nnx.Module:
-    m = config.model
+def method_model(config: ExperimentConfig, method) -> ModelConfig:
+    """The model a method trains: the experiment's, with the method's activation if set."""
+    if method.activation:
+        return dataclasses.replace(config.model, activation=method.activation)
+    return config.model
+
+
+def build_model(
+    config: ExperimentConfig, task: Task, seed: int, model: ModelConfig | None = None
+) -> nnx.Module:
+    m = model or config.model
     rngs = nnx.Rngs(params=jax.random.fold_in(jax.random.PRNGKey(seed), 0))
     dtypes = {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.dtype)}
+    if m.kind == "mamba":
+        return MambaLM(
+            task.vocab_size,
+            m.width,
+            m.depth,
+            conv_activation=m.activation,
+            gate_activation=m.activation,
+            d_state=m.d_state,
+            expand=m.expand,
+            rngs=rngs,
+        )
     if m.kind == "decoder":
         return Decoder(
             task.vocab_size,
@@ -216,7 +279,13 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
         )
     all_seeds = [seed for method in config.methods for seed, _ in method.members()]
     task, splits = build_task(config, all_seeds)
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config, task, 0)))
+    # Methods may train different variants of the model (a Mamba model's activation).
+    models = [method_model(config, method) for method in config.methods]
+    variants = list(dict.fromkeys(models))
+    graphdefs = {
+        v: nnx.split(nnx.eval_shape(lambda v=v: build_model(config, task, 0, v)))[0]
+        for v in variants
+    }
     factories = [optimizer_factory(method.optimizer) for method in config.methods]
     members = [tuple(method.members()) for method in config.methods]
 
@@ -224,15 +293,17 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
 
     @jax.jit
     def init_all(rows_per_group, hps_per_group):
-        # each distinct seed's model once, then every group gathers its members' rows
-        params_S = jax.vmap(lambda seed: nnx.split(build_model(config, task, seed))[1])(
-            jnp.asarray(unique, jnp.uint32)
-        )
+        # each distinct (model, seed) once, then every group gathers its members' rows
+        seeds_S = jnp.asarray(unique, jnp.uint32)
+        params_S = {
+            v: jax.vmap(lambda seed, v=v: nnx.split(build_model(config, task, seed, v))[1])(seeds_S)
+            for v in variants
+        }
         out = []
-        for factory, rows, hps, keys in zip(
-            factories, rows_per_group, hps_per_group, surge_keys, strict=True
+        for model, factory, rows, hps, keys in zip(
+            models, factories, rows_per_group, hps_per_group, surge_keys, strict=True
         ):
-            params = jax.tree.map(lambda x, rows=rows: x[rows], params_S)
+            params = jax.tree.map(lambda x, rows=rows: x[rows], params_S[model])
             opt_state = jax.vmap(lambda p, h, f=factory: f(**h).init(p))(params, hps)
             if keys is not None:  # each member surges with its own key
                 opt_state = optax.tree_utils.tree_set(
@@ -261,12 +332,12 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
             {k: jnp.asarray([h[k] for h in per_member], jnp.float32) for k in per_member[0]}
         )
     initial = init_all(rows_per_group, hps_per_group)
-    features = _features_fn(graphdef) if config.tracks_entropy else None
-
     groups, states = [], []
-    for method, factory, group_members, (params, opt_state) in zip(
-        config.methods, factories, members, initial, strict=True
+    for method, model, factory, group_members, (params, opt_state) in zip(
+        config.methods, models, factories, members, initial, strict=True
     ):
+        graphdef = graphdefs[model]
+        features = _features_fn(graphdef) if config.tracks_entropy else None
         seeds = [seed for seed, _ in group_members]
         tx = factory(**initial_hyperparams(method.optimizer))  # reads hyperparams from state
         groups.append(

@@ -79,9 +79,22 @@ def leaf_names(params) -> list[str]:
     return ["/".join(n for k in path if (n := name(k)) is not None) for path, _ in paths]
 
 
+def activation_shapes(params) -> dict[str, jax.Array]:
+    """``k/<site>``: the value ``k = exp(log_k)`` of every learnable activation shape
+    (:class:`grokjax.nn.SWELU`, :class:`grokjax.nn.SwishK`) in ``params``."""
+    leaves = jax.tree.leaves(params)
+    return {
+        f"k/{name.removesuffix('/log_k')}": jnp.exp(leaf).astype(jnp.float32)
+        for name, leaf in zip(leaf_names(params), leaves, strict=True)
+        if name.endswith("log_k")
+    }
+
+
 def metric_names(params, diagnostics: bool, entropy: bool = False) -> tuple[str, ...]:
     """The metrics an interval reports per member, in order."""
-    names = METRICS + (ENTROPY_METRICS if entropy else ())
+    shapes = tuple(n for n in leaf_names(params) if n.endswith("log_k"))
+    names = METRICS + tuple(f"k/{n.removesuffix('/log_k')}" for n in shapes)
+    names += ENTROPY_METRICS if entropy else ()
     if not diagnostics:
         return names
     return names + DIAGNOSTICS + tuple(f"nlm_cos/{n}" for n in leaf_names(params))
@@ -140,10 +153,15 @@ def _loss(kind: str, dtype: str, logits: jax.Array, labels: jax.Array) -> jax.Ar
 
 
 def _mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """Mean accumulated in at least float32 (per-example values may be float16)."""
+    """Mean accumulated in at least float32 (per-example values may be float16).
+
+    ``weights`` weigh the leading (batch) axis; trailing axes (a sequence's positions)
+    are averaged within each example.
+    """
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     if weights is None:
         return jnp.mean(x)
+    x = jnp.mean(x.reshape((*x.shape[: weights.ndim], -1)), axis=-1)
     return jnp.sum(x * weights) / jnp.sum(weights)
 
 
@@ -163,7 +181,7 @@ def _member_grads(
     """
     params, key, train_idx, perms, sigma = member
     rows, mask = batch_rows(task, key, step, train_idx, perms, first_epoch)
-    x, y = task.encode(task.inputs_N[rows]), task.labels_N[rows]
+    x, y = task.rows(rows)
     if group.noisy:
         noise_key = jax.random.fold_in(jax.random.fold_in(key, _NOISE_SALT), step)
         x = x + (sigma * jax.random.normal(noise_key, x.shape, jnp.float32)).astype(x.dtype)
@@ -178,7 +196,8 @@ def _member_grads(
         return _mean(_loss(*loss, logits, y), mask), (logits, hidden)
 
     (mean_loss, (logits, hidden)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
+    hits = (jnp.argmax(logits, -1) == y).reshape(y.shape[0], -1)  # (B, positions)
+    correct = jnp.sum(jnp.mean(hits, axis=-1) * mask)
     stats = [mean_loss.astype(jnp.float32) * count, correct, count]
     if not entropy:
         return grads, jnp.stack(stats), jnp.zeros([], jnp.float32)
@@ -262,13 +281,14 @@ def _group_step(
 def _member_eval(
     group: Group, task: Task, loss: tuple[str, str], diagnostics: bool, state: GroupState
 ) -> dict[str, jax.Array]:
-    x, y = task.encode(task.inputs_N[state.val_idx]), task.labels_N[state.val_idx]
+    x, y = task.rows(state.val_idx)
     logits = group.logits_fn(state.params, x)
     out = {
         "val_loss": _mean(_loss(*loss, logits, y)),
         "val_acc": jnp.mean(jnp.argmax(logits, -1) == y),
         "finite": jnp.isfinite(optax.tree.norm(state.params)),
     }
+    out.update(activation_shapes(state.params))
     if group.features_fn is not None:
         events = gj.surge_collapse_events(state.opt_state)
         out["zero_fraction"] = gj.zero_fraction(state.params)
@@ -289,7 +309,7 @@ def _member_diagnostics(
     ``nlm_cos/<leaf>``: cos(w, −∇L) per leaf, ∇L the full training-split gradient, and
     ``nlm_cos_mean`` their mean.
     """
-    x, y = task.encode(task.inputs_N[state.train_idx]), task.labels_N[state.train_idx]
+    x, y = task.rows(state.train_idx)
 
     def train_loss(params):
         logits = group.logits_fn(params, x)

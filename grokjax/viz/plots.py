@@ -59,7 +59,7 @@ def _title(record: RunRecord) -> str:
     data = record.config["data"]
     if data.get("kind") == "sparse_parity":
         task = f"sparse parity (k {data['parity_bits']}, n {data['noise_bits']})"
-    elif data.get("kind") in ("gaussian", "text"):
+    elif data.get("kind") in ("gaussian", "text", "lm"):
         task = synthetic_task(data)
     else:
         task = f"{data['op']} mod {data['p']}"
@@ -73,6 +73,10 @@ def _title(record: RunRecord) -> str:
 
 
 def synthetic_task(data: dict) -> str:
+    if data["kind"] == "lm":
+        source = data.get("text_path") or "pydoc_data text"
+        tokens = data.get("tokenizer", "bytes")
+        return f"next {tokens} token, {data['seq_len']}-token windows of {source}"
     if data["kind"] == "gaussian":
         return (
             f"Gaussian inputs ({data['features']} features), {data['classes']} random classes, "
@@ -197,6 +201,11 @@ def write_figures(record: RunRecord) -> list[pathlib.Path]:
 
     if has_entropy(record):
         figures.append(("entropy.png", plot_entropy(record)))
+    from grokjax.viz.lm import plot_activation_shapes
+
+    shapes = plot_activation_shapes(record)
+    if shapes is not None:
+        figures.append(("activation_shapes.png", shapes))
     for name, fig in figures:
         fig.savefig(out / name, dpi=120)
         plt.close(fig)

@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 
 from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
+from grokjax.viz.lm import is_lm, lm_findings, lm_table
 from grokjax.viz.plots import loss_summary, synthetic_task, write_figures
 from grokjax.viz.records import RunRecord, load_run
 
@@ -71,11 +72,22 @@ def _data_line(data: dict) -> str:
             f"sparse parity, {data['parity_bits']} parity + {data['noise_bits']} noise bits, "
             f"{data['num_samples']} samples"
         )
-    elif data.get("kind") in ("gaussian", "text"):
+    elif data.get("kind") in ("gaussian", "text", "lm"):
         task = synthetic_task(data)
     else:
         task = f"`{data['op']}` mod {data['p']}"
     return f"- data: {task}, {data['train_fraction']:.0%} train, encoding `{data['encoding']}`"
+
+
+def _model_line(model: dict) -> str:
+    if model["kind"] == "decoder":
+        return f"(depth {model['depth']}, width {model['width']}, {model['heads']} heads)"
+    if model["kind"] == "mamba":
+        return (
+            f"(d_model {model['width']}, {model['depth']} layers, d_state "
+            f"{model.get('d_state', 16)}, expand {model.get('expand', 2)})"
+        )
+    return f"(hidden {model['hidden']})"
 
 
 def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Path:
@@ -94,12 +106,7 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         _data_line(data),
         f"- precision: {cfg.get('dtype', 'float32')} parameters and activations; "
         f"{loss_summary(cfg)}",
-        f"- model: {model['kind']}"
-        + (
-            f" (depth {model['depth']}, width {model['width']}, {model['heads']} heads)"
-            if model["kind"] == "decoder"
-            else f" (hidden {model['hidden']})"
-        ),
+        f"- model: {model['kind']} {_model_line(model)}",
         f"- budget {record.budget} steps, batch {cfg['batch_size']} ({cfg['sampling']} sampling); "
         f"trained to step {last}",
         "",
@@ -115,6 +122,20 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
             f"'>{record.budget}' rather than extrapolated.",
             "",
         ]
+    if is_lm(record):
+        lines += [
+            "## Language-model convergence",
+            "",
+            "Medians over seeds at the last evaluation; the last column compares the steps "
+            f"each method took to reach {record.methods[0].label}'s final validation loss.",
+            "",
+            lm_table(record),
+            "",
+            lm_findings(record),
+            "",
+        ]
+        if (pathlib.Path(run_dir) / "plots" / "activation_shapes.png").exists():
+            lines += ["![learned activation shapes](plots/activation_shapes.png)", ""]
     if has_entropy(record):
         lines += [
             "## Entropy dynamics",

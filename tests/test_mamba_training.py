@@ -1,0 +1,91 @@
+"""The Mamba-SWELU experiment in the trainer: LM windows, model variants per method,
+k trajectories, the token budget and the report."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from grokjax.train import apply_overrides, resolve, run_experiment
+from grokjax.train.config import ConfigError
+from grokjax.viz.report import write_report
+
+TINY = [
+    "data.max_tokens=30000",
+    "data.seq_len=32",
+    "data.val_windows=8",
+    "model.width=16",
+    "batch_size=8",
+    "eval_every=25",
+    "tokens_per_param=0",
+    "steps=75",
+    "methods.0.optimizer.warmup_steps=0",
+    "methods.1.optimizer.warmup_steps=0",
+    "methods.2.optimizer.warmup_steps=0",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return run_experiment(
+        apply_overrides(resolve("mamba-swelu"), TINY),
+        run_dir=tmp_path_factory.mktemp("runs") / "mamba",
+        progress=False,
+    )
+
+
+def test_activations_train_side_by_side_in_one_program(run):
+    """SiLU, SWELU and swish_k members (2 seeds each) share one compiled program; the
+    byte-level loss starts near ln 257 and falls; SiLU has no k, the others log one per
+    activation site (2 sites × 2 layers) and learn it away from its initial 1."""
+    assert run.compilations == 1 and [g.size for g in run.groups] == [2, 2, 2]
+    for g in range(3):
+        loss = run.metric(g, "train_loss")
+        assert np.all(loss[0] < 1.05 * math.log(257)) and np.all(loss[-1] < 0.8 * loss[0])
+        assert np.all(np.isfinite(run.metric(g, "val_loss")))
+    assert not [k for k in run.history[0] if k.startswith("k/")]
+    for g in (1, 2):
+        sites = sorted(k for k in run.history[g] if k.startswith("k/"))
+        assert sites == [f"k/blocks/{i}/{s}_act" for i in (0, 1) for s in ("conv", "gate")]
+        final = np.stack([run.metric(g, k)[-1] for k in sites])
+        assert np.all(final > 0) and np.all(final != 1.0)
+
+
+def test_same_seed_starts_from_the_same_non_activation_weights(run):
+    """A seed initialises the shared parameters identically whatever the activation."""
+    silu, swelu = (jax.tree_util.tree_flatten_with_path(s.params)[0] for s in run.final_states[:2])
+    assert len(swelu) == len(silu) + 4  # the four log_k leaves
+
+
+def test_report_compares_convergence_and_draws_k(run):
+    text = write_report(run.run_dir).read_text()
+    assert "## Language-model convergence" in text and "relative to silu" in text
+    assert "swelu: final k blocks/0/conv_act" in text
+    assert (run.run_dir / "plots" / "activation_shapes.png").exists()
+
+
+def test_token_budget_sets_the_steps():
+    cfg = apply_overrides(resolve("mamba-swelu"), [*TINY, "tokens_per_param=2", "steps=1"])
+    cfg = cfg.__class__(**{**cfg.__dict__, "methods": cfg.methods[:1]})
+    r = run_experiment(cfg, progress=False)
+    params = sum(x[0].size for x in jax.tree.leaves(r.final_states[0].params))
+    assert r.config.steps == math.ceil(2 * params / (8 * 32))
+    assert r.steps[-1] >= r.config.steps
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sampling=epoch", "sampling"),
+        ("model.kind=decoder", "model.kind"),
+        ("methods.1.activation=gelu", "methods.1.activation"),
+        ("data.tokenizer=sentencepiece", "data.tokenizer"),
+        ("model.d_state=12", "model.d_state"),
+    ],
+)
+def test_bad_lm_settings_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        apply_overrides(resolve("mamba-swelu"), [override])
