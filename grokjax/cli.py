@@ -80,10 +80,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _timing(result) -> str:
-    return (
+    text = (
         f"Wall time {result.seconds:.1f} s on {result.config.name} (compilation included); "
         f"{result.compilations} compilation(s) of the training program."
     )
+    cfg = result.config
+    if cfg.data.kind == "lm" and result.steps and result.seconds > 0:
+        members = sum(g.size for g in result.groups)
+        tokens = result.steps[-1] * cfg.batch_size * cfg.data.seq_len * members
+        text += (
+            f" {tokens:,} training tokens over {members} members: "
+            f"{tokens / result.seconds:,.0f} tokens/s (all members together, compilation and "
+            "evaluation included)."
+        )
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

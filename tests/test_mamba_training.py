@@ -89,3 +89,15 @@ def test_token_budget_sets_the_steps():
 def test_bad_lm_settings_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         apply_overrides(resolve("mamba-swelu"), [override])
+
+
+def test_cli_report_states_tokens_per_second(tmp_path, capsys):
+    from grokjax import cli
+
+    overrides = [x for o in [*TINY, "steps=10", "eval_every=10"] for x in ("--set", o)]
+    assert (
+        cli.main(["run", "mamba-swelu", *overrides, "--runs-dir", str(tmp_path), "--no-progress"])
+        == 0
+    )
+    report = next(tmp_path.glob("*/report.md")).read_text()
+    assert "15,360 training tokens over 6 members" in report and "tokens/s" in report
