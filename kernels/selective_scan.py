@@ -85,6 +85,30 @@ def _gate_value(z, k, GATE: tl.constexpr):
 
 
 @triton.jit
+def _channel_params(
+    pd, A_ptr, D_ptr, bias_ptr, k_ptr, DIM,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, GATE: tl.constexpr,
+    BLOCK_D: tl.constexpr, N: tl.constexpr,
+):  # fmt: skip
+    """The program's channels and their float32 ``A`` (BLOCK_D × N), ``D``, bias and gate k."""
+    d_offs = pd * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = d_offs < DIM
+    n_offs = tl.arange(0, N)
+    A = tl.load(A_ptr + d_offs[:, None] * N + n_offs[None, :], mask=d_mask[:, None], other=0.0)
+    A = A.to(tl.float32)
+    Dv = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d_offs, mask=d_mask, other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d_offs, mask=d_mask, other=0.0).to(tl.float32)
+    k = 1.0
+    if GATE == 2:
+        k = tl.load(k_ptr).to(tl.float32)
+    return d_offs, d_mask, n_offs, A, Dv, bias, k
+
+
+@triton.jit
 def selective_scan_fwd_kernel(
     u_ptr,
     delta_ptr,
@@ -110,21 +134,10 @@ def selective_scan_fwd_kernel(
 ):
     b = tl.program_id(0)
     pd = tl.program_id(1)
-    d_offs = pd * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_mask = d_offs < DIM
-    n_offs = tl.arange(0, N)
+    d_offs, d_mask, n_offs, A, Dv, bias, k = _channel_params(
+        pd, A_ptr, D_ptr, bias_ptr, k_ptr, DIM, HAS_D, HAS_BIAS, GATE, BLOCK_D, N
+    )
     dn_mask = d_mask[:, None]
-    A = tl.load(A_ptr + d_offs[:, None] * N + n_offs[None, :], mask=dn_mask, other=0.0)
-    A = A.to(tl.float32)
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d_offs, mask=d_mask, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d_offs, mask=d_mask, other=0.0).to(tl.float32)
-    k = 1.0
-    if GATE == 2:
-        k = tl.load(k_ptr).to(tl.float32)
     n_chunks = tl.cdiv(L, CHUNK)
     h = tl.zeros((BLOCK_D, N), tl.float32)
     for t in range(0, L):
@@ -185,21 +198,10 @@ def selective_scan_bwd_kernel(
     b = tl.program_id(0)
     pd = tl.program_id(1)
     n_dblocks = tl.num_programs(1)
-    d_offs = pd * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_mask = d_offs < DIM
-    n_offs = tl.arange(0, N)
+    d_offs, d_mask, n_offs, A, Dv, bias, k = _channel_params(
+        pd, A_ptr, D_ptr, bias_ptr, k_ptr, DIM, HAS_D, HAS_BIAS, GATE, BLOCK_D, N
+    )
     dn_mask = d_mask[:, None]
-    dn = d_offs[:, None] * N + n_offs[None, :]
-    A = tl.load(A_ptr + dn, mask=dn_mask, other=0.0).to(tl.float32)
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d_offs, mask=d_mask, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d_offs, mask=d_mask, other=0.0).to(tl.float32)
-    k = 1.0
-    if GATE == 2:
-        k = tl.load(k_ptr).to(tl.float32)
     program = b * n_dblocks + pd
     scratch = scratch_ptr + program * CHUNK * BLOCK_D * N
     local = tl.arange(0, BLOCK_D)[:, None] * N + n_offs[None, :]
