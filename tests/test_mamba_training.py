@@ -21,6 +21,7 @@ TINY = [
     "batch_size=8",
     "eval_every=25",
     "tokens_per_param=0",
+    "unroll=1",
     "steps=75",
     "methods.0.optimizer.warmup_steps=0",
     "methods.1.optimizer.warmup_steps=0",

@@ -181,7 +181,9 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     ]
     states = place(states, state_shardings)
     member_axis = resolve_member_axis(config.member_axis, len(devices))
-    fn = make_interval_fn(groups, task, interval, member_axis, diagnostics=config.diagnostics)
+    fn = make_interval_fn(
+        groups, task, interval, member_axis, diagnostics=config.diagnostics, unroll=config.unroll
+    )
     jitted = jax.jit(
         fn,
         donate_argnums=0,
