@@ -68,6 +68,7 @@ def test_report_compares_convergence_and_draws_k(run):
     assert (run.run_dir / "plots" / "activation_shapes.png").exists()
 
 
+@pytest.mark.slow
 def test_token_budget_sets_the_steps():
     cfg = apply_overrides(resolve("mamba-swelu"), [*TINY, "tokens_per_param=2", "steps=1"])
     cfg = cfg.__class__(**{**cfg.__dict__, "methods": cfg.methods[:1]})
@@ -92,6 +93,7 @@ def test_bad_lm_settings_name_the_key(override, message):
         apply_overrides(resolve("mamba-swelu"), [override])
 
 
+@pytest.mark.slow
 def test_cli_report_states_tokens_per_second(tmp_path, capsys):
     from grokjax import cli
 
