@@ -90,3 +90,55 @@ def test_bad_arguments_raise():
         MLP([4], rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="gelu, relu, silu"):
         MLP([4, 2], activation="swish", rngs=nnx.Rngs(0))
+
+
+def _onehot_rows(ids: np.ndarray, width: int) -> np.ndarray:
+    rows = np.zeros((ids.shape[0], width))
+    for k in range(ids.shape[1]):
+        rows[np.arange(ids.shape[0]), ids[:, k]] += 1.0
+    return rows
+
+
+@pytest.mark.parametrize(("sizes", "use_bias"), [([12, 16, 12, 5], False), ([12, 5], True)])
+def test_integer_inputs_are_the_positions_of_one_hot_ones(rng, sizes, use_bias):
+    """Logits and every gradient from ids equal the float64 reference on the one-hot
+    rows (a repeated id counts twice, as the sum of one-hot rows does)."""
+    model = MLP(sizes, use_bias=use_bias, rngs=nnx.Rngs(3))
+    ids = np.stack([rng.integers(0, 6, 9), 6 + rng.integers(0, 6, 9)], axis=1)
+    ids[0] = [4, 4]
+    x = _onehot_rows(ids, sizes[0])
+    layers = layers_of(model)
+    expected, _ = np_mlp(layers, x, "relu")
+    graphdef, params = nnx.split(model)
+
+    def total(params, inputs):
+        return jnp.sum(nnx.merge(graphdef, params)(inputs) ** 2)
+
+    out = nnx.merge(graphdef, params)(jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(model(jnp.asarray(x, jnp.float32))))
+    # the first layer's gradient is X^T dH: a scatter-add of dH rows at the ids
+    grads = jax.grad(total)(params, jnp.asarray(ids))
+    dense_grads = jax.grad(total)(params, jnp.asarray(x, jnp.float32))
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(dense_grads), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    first_1H = np.asarray(nnx.to_pure_dict(grads)["layers"][0]["kernel"])
+    unused = ~np.isin(np.arange(sizes[0]), ids)
+    assert unused.any() and not np.any(first_1H[unused])  # rows never gathered get no gradient
+    if len(sizes) == 2:  # one layer: d Σ y² / dW = 2 Xᵀ y, in float64
+        np.testing.assert_allclose(first_1H, 2 * x.T @ expected, rtol=1e-5, atol=1e-5)
+
+
+def test_integer_inputs_out_of_range_give_nan():
+    model = MLP([6, 4, 3], rngs=nnx.Rngs(0))
+    out = model(jnp.array([[0, 6]]))
+    assert np.all(np.isnan(np.asarray(out)))
+
+
+def test_integer_inputs_follow_the_computation_dtype():
+    model = MLP([6, 4, 3], dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    ids = jnp.array([[0, 3], [2, 5]])
+    out = model(ids)
+    assert out.dtype == jnp.bfloat16
+    dense = model(jax.nn.one_hot(ids, 6).sum(1).astype(jnp.bfloat16))
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(dense, np.float32))

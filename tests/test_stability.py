@@ -61,6 +61,19 @@ def _np_softmax_ce_and_grad(kernels, x, y):
     return logits, losses, grads
 
 
+def _input_rows(task):
+    """The table's model inputs as dense float64 rows: the one-hot rows written out in
+    numpy from the ids the task stores (slot k's id i at column k·V + i)."""
+    ids = np.asarray(task.inputs_N)
+    if not task.onehot_vocab:
+        return ids.astype(np.float64)
+    n, slots = ids.shape
+    rows = np.zeros((n, slots * task.onehot_vocab))
+    for k in range(slots):
+        rows[np.arange(n), k * task.onehot_vocab + ids[:, k]] = 1.0
+    return rows
+
+
 def _kernels(params, member=None):
     """The MLP's kernels (its only leaves, in layer order) as float64 numpy arrays."""
     leaves = jax.tree.leaves(params)
@@ -89,7 +102,7 @@ def test_float64_training_runs_in_float64_and_restores_x64():
         init_groups(config)  # outside run_experiment, x64 is the caller's to enable
     with jax.enable_x64(True):
         task, _, _ = init_groups(config)
-    inputs, labels = np.asarray(task.inputs_N, np.float64), np.asarray(task.labels_N)
+    inputs, labels = _input_rows(task), np.asarray(task.labels_N)
     for m in range(2):
         val = np.asarray(state.val_idx[m])
         _, logits = _np_forward(_kernels(state.params, m), inputs[val])
@@ -109,7 +122,7 @@ def test_half_precision_parameters(dtype):
 def _gaps(task, state):
     """Top-1 minus top-2 logit per training row, the argmax and the label (numpy)."""
     rows = np.asarray(state.train_idx)
-    _, logits = _np_forward(_kernels(state.params), np.asarray(task.inputs_N, np.float64)[rows])
+    _, logits = _np_forward(_kernels(state.params), _input_rows(task)[rows])
     top = np.sort(logits, axis=-1)
     return top[:, -1] - top[:, -2], logits.argmax(-1), np.asarray(task.labels_N)[rows]
 
@@ -137,7 +150,7 @@ def test_diagnostics_match_a_float64_reference_and_collapse():
     diagnostic equals an independent numpy computation on the training split."""
     config = small("diagnostics=true")
     task, groups, states = init_groups(config)
-    inputs, labels = np.asarray(task.inputs_N, np.float64), np.asarray(task.labels_N)
+    inputs, labels = _input_rows(task), np.asarray(task.labels_N)
     loss = ("softmax", "float32")
     fresh = jax.tree.map(lambda x: x[0], states[0])
     gap, _, _ = _gaps(task, fresh)
@@ -244,7 +257,7 @@ def test_methods_can_use_their_own_loss_and_precision():
     with jax.enable_x64(True):
         task, _, _ = init_groups(config)
     val = np.asarray(state.val_idx[0])
-    inputs, labels = np.asarray(task.inputs_N, np.float64), np.asarray(task.labels_N)
+    inputs, labels = _input_rows(task), np.asarray(task.labels_N)
     # float32 parameters, float64 loss: the reference casts the float32 logits up
     _, logits = _np_forward(_kernels(state.params, 0), inputs[val])
     want = _np_stablemax_ce(logits, labels[val]).mean()

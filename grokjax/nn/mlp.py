@@ -87,6 +87,12 @@ class MLP(nnx.Module):
         h_l = σ(h_{l-1} W_l + b_l)   for hidden layers l = 1 … L−1,
         y   = h_{L-1} W_L + b_L      (no activation on the output).
 
+    **One-hot inputs as indices.** An integer input ``ids_BK`` stands for the one-hot
+    row ``x = Σ_k e_{ids_k}`` of width ``sizes[0]`` (the positions of its ones). Then
+    ``x W_1 = Σ_k W_1[ids_k]``: a gather of ``K`` rows replaces the ``(B, sizes[0])``
+    matmul, with the same values (the dense product adds only exact zeros) and a
+    scatter-add for its gradient. ``benchmarks/onehot_gather.py`` measures the saving.
+
     Weights (and biases, if ``use_bias``) are drawn from U(±1/√n_{l-1}), PyTorch's
     ``nn.Linear`` default. Each hidden activation ``h_l`` (after ``σ``) is sown as
     ``"hidden_{l-1}"`` (read it with ``nnx.capture(model, nnx.Intermediate)``).
@@ -107,6 +113,13 @@ class MLP(nnx.Module):
     >>> _, inter = nnx.capture(model, nnx.Intermediate)(jnp.ones((8, 226)))
     >>> inter["hidden_1"][0].shape
     (8, 200)
+
+    The indices of the ones give the same logits as the one-hot rows:
+
+    >>> ids_B2 = jnp.array([[0, 113 + 5], [7, 113 + 112]])
+    >>> x_B226 = jax.nn.one_hot(ids_B2, 226).sum(1)
+    >>> bool(jnp.array_equal(model(ids_B2), model(x_B226)))
+    True
     """
 
     def __init__(
@@ -142,10 +155,26 @@ class MLP(nnx.Module):
         )
 
     def __call__(self, x_BI: jax.Array) -> jax.Array:
-        """Map inputs ``(..., sizes[0])`` to outputs ``(..., sizes[-1])``."""
+        """Map inputs ``(..., sizes[0])`` to outputs ``(..., sizes[-1])``.
+
+        Integer inputs ``(..., K)`` are the positions of the ones of one-hot rows.
+        """
         act = get_activation(self.activation)
         h = x_BI
         for i, layer in enumerate(self.layers[:-1]):
-            h = act(layer(h))
+            h = act(self._first_layer(h) if i == 0 else layer(h))
             sow_if_capturing(self, f"hidden_{i}", h)
+        if len(self.layers) == 1:
+            return self._first_layer(h)
         return self.layers[-1](h)
+
+    def _first_layer(self, x: jax.Array) -> jax.Array:
+        layer = self.layers[0]
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            return layer(x)
+        kernel = layer.kernel[...]
+        bias = layer.bias[...] if layer.bias is not None else None
+        kernel, bias = layer.promote_dtype((kernel, bias), dtype=layer.dtype)
+        # mode="fill": an index outside [0, sizes[0]) gives NaN, never a silent clamp
+        h = jnp.take(kernel, x, axis=0, mode="fill").sum(axis=-2)
+        return h if bias is None else h + bias

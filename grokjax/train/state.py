@@ -55,7 +55,10 @@ class Task:
     seq_len: int
     batch_size: int
     sampling: str
-    onehot_vocab: int = 0  # > 0: inputs are ids, one-hot encoded per batch (byte windows)
+    # > 0: row slots are ids in [0, onehot_vocab), the model input their concatenated
+    # one-hot rows (modular "onehot" operands, byte windows), given to the model as the
+    # positions of the ones (the MLP gathers weight rows); see encode and dense
+    onehot_vocab: int = 0
     dtype: str = "float32"  # the model's input dtype for vector inputs
     window: int = 0  # > 0: a token stream; row i is the window inputs_N[i : i + window + 1]
 
@@ -68,11 +71,22 @@ class Task:
         return self.encode(self.inputs_N[idx]), self.labels_N[idx]
 
     def encode(self, inputs: jax.Array) -> jax.Array:
-        """A batch of rows as the model reads them (one-hot byte windows flattened)."""
+        """A batch of rows as the model reads them.
+
+        For one-hot slots, slot ``k``'s id ``i`` becomes position ``k·V + i`` of the
+        flattened one-hot row (``V = onehot_vocab``): int32 ``(…, K)``, which
+        :class:`grokjax.nn.MLP` reads as that row; :meth:`dense` writes it out.
+        """
         if not self.onehot_vocab:
             return inputs
-        onehot = jax.nn.one_hot(inputs, self.onehot_vocab, dtype=jnp.dtype(self.dtype))
-        return onehot.reshape(*inputs.shape[:-1], -1)
+        return inputs + self.onehot_vocab * jnp.arange(inputs.shape[-1], dtype=inputs.dtype)
+
+    def dense(self, x: jax.Array) -> jax.Array:
+        """Encoded rows as dense vectors ``(…, input_width)`` in the model's dtype (the
+        one-hot rows written out; other inputs unchanged)."""
+        if not self.onehot_vocab:
+            return x
+        return jax.nn.one_hot(x, self.input_width, dtype=jnp.dtype(self.dtype)).sum(axis=-2)
 
     @property
     def input_width(self) -> int:
@@ -184,10 +198,15 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
             for seed in sorted(set(seeds))
         }
     table = next(iter(splits.values()))
-    inputs = table.inputs(d.encoding)
-    byte_ids = d.kind == "text"
-    if d.encoding in ("onehot", "bits", "dense") and not byte_ids:  # in the model's precision
-        inputs = inputs.astype(jnp.dtype(config.dtype))
+    onehot_vocab = 0
+    if d.kind == "text":
+        inputs, onehot_vocab = table.inputs(d.encoding), 256
+    elif d.kind == "modular" and d.encoding == "onehot":  # onehot(x) ⊕ onehot(y) as (x, y)
+        inputs, onehot_vocab = np.stack([table.x_N, table.y_N], axis=1), d.p
+    else:
+        inputs = table.inputs(d.encoding)
+        if d.encoding in ("bits", "dense"):  # in the model's precision
+            inputs = inputs.astype(jnp.dtype(config.dtype))
     task = Task(
         inputs_N=jnp.asarray(inputs),
         labels_N=jnp.asarray(table.labels_N, jnp.int32),
@@ -198,7 +217,7 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
         seq_len=inputs.shape[1],
         batch_size=config.batch_size,
         sampling=config.sampling,
-        onehot_vocab=256 if byte_ids else 0,
+        onehot_vocab=onehot_vocab,
         dtype=config.dtype,
     )
     return task, splits

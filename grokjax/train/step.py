@@ -184,6 +184,7 @@ def _member_grads(
     x, y = task.rows(rows)
     if group.noisy:
         noise_key = jax.random.fold_in(jax.random.fold_in(key, _NOISE_SALT), step)
+        x = task.dense(x)
         x = x + (sigma * jax.random.normal(noise_key, x.shape, jnp.float32)).astype(x.dtype)
     count = jnp.sum(mask)
     entropy = group.features_fn is not None
