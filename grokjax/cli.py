@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set steps=500 --set data.p=23 (repeatable)",
     )
     run.add_argument(
+        "--only",
+        dest="only",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="run only the method labelled LABEL (repeatable; after any --set)",
+    )
+    run.add_argument(
         "--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint"
     )
     run.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs/)")
@@ -53,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         resolve,
         resume_experiment,
         run_experiment,
+        select_methods,
     )
     from grokjax.viz import write_report
 
@@ -65,11 +74,15 @@ def _run(args: argparse.Namespace) -> int:
                     f"grokjax run --resume: only --set steps=N may change a run, got {item!r}."
                 )
             steps = int(value)
-        if args.config:
-            raise SystemExit("grokjax run --resume: the run keeps its own config; drop CONFIG.")
+        if args.config or args.only:
+            raise SystemExit(
+                "grokjax run --resume: the run keeps its own config; drop CONFIG and --only."
+            )
         result = resume_experiment(args.resume, steps=steps, progress=not args.no_progress)
     else:
         config = apply_overrides(resolve(args.config), args.overrides)
+        if args.only:
+            config = select_methods(config, args.only)
         run_dir = new_run_dir(config, args.runs_dir)
         print(f"{config.name}: writing {run_dir}")
         result = run_experiment(config, run_dir=run_dir, progress=not args.no_progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import re
@@ -11,6 +12,7 @@ import pytest
 
 import grokjax as gj
 from grokjax import cli
+from grokjax.train import apply_overrides, resolve, select_methods
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -135,11 +137,21 @@ def test_cli_run_report_resume_and_list(tmp_path, capsys):
         (["run", "--set", "data.p=1"], "data.p = 1: must be an integer >= 2"),
         (["run", "no_such_config"], "unknown config 'no_such_config'"),
         (["report", "/nonexistent/run"], "not found"),
+        (["run", "orthograd_quick", "--only", "sgd"], "its methods are ['adamw', 'ortho_adamw']"),
     ],
 )
 def test_cli_reports_bad_input_clearly(argv, message, capsys):
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_select_methods_keeps_the_configs_order_and_settings():
+    config = apply_overrides(resolve("stability_fig1"), ["methods.2.seeds=[5]"])
+    picked = select_methods(config, ["ortho_adamw", "adamw_stablemax_f64"])
+    assert [m.label for m in picked.methods] == ["adamw_stablemax_f64", "ortho_adamw"]
+    assert picked.methods[0] == config.methods[2] and picked.methods[0].seeds == (5,)
+    assert picked.needs_x64 and not select_methods(config, ["ortho_adamw"]).needs_x64
+    assert dataclasses.replace(picked, methods=config.methods) == config
 
 
 def test_cli_rejects_unknown_commands(capsys):

@@ -11,6 +11,7 @@ from grokjax.train.config import (
     apply_overrides,
     from_dict,
     load_toml,
+    select_methods,
     to_dict,
 )
 from grokjax.train.detect import GrokDetector
@@ -47,5 +48,6 @@ __all__ = [
     "resolve",
     "resume_experiment",
     "run_experiment",
+    "select_methods",
     "to_dict",
 ]

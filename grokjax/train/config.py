@@ -36,6 +36,7 @@ __all__ = [
     "apply_overrides",
     "from_dict",
     "load_toml",
+    "select_methods",
     "to_dict",
 ]
 
@@ -613,3 +614,26 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
             )
         node[parts[-1]] = _parse_value(text.strip())
     return from_dict(ExperimentConfig, data)
+
+
+def select_methods(config: ExperimentConfig, labels: Sequence[str]) -> ExperimentConfig:
+    """``config`` with only the methods labelled ``labels`` (in the config's order).
+
+    Useful to run one member group of a figure's config on its own, e.g. its long run.
+
+    >>> from grokjax.train import resolve
+    >>> config = select_methods(resolve("stability-quick"), ["ortho_adamw"])
+    >>> [m.label for m in config.methods]
+    ['ortho_adamw']
+    """
+    known = [m.label for m in config.methods]
+    unknown = [label for label in labels if label not in known]
+    if unknown or not labels:
+        raise ConfigError(
+            f"method label(s) {unknown or list(labels)!r} not in {config.name!r}; "
+            f"its methods are {known!r}."
+        )
+    methods = tuple(m for m in config.methods if m.label in labels)
+    return from_dict(
+        ExperimentConfig, {**to_dict(config), "methods": [to_dict(m) for m in methods]}
+    )
