@@ -33,7 +33,8 @@ def make_run(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, steps: in
     """A jitted ``run(params_M, opt_state_M, inputs_B…, labels_B)`` of ``steps`` steps."""
 
     def loss_fn(params, inputs, labels_B):
-        logits_BV = nnx.merge(graphdef, params)(inputs)
+        ids = jnp.issubdtype(inputs.dtype, jnp.integer)
+        logits_BV = nnx.merge(graphdef, params)(inputs, one_hot_ids=ids)
         return optax.softmax_cross_entropy_with_integer_labels(logits_BV, labels_B).mean()
 
     def step(carry, _, inputs, labels_B):

@@ -112,9 +112,10 @@ def test_integer_inputs_are_the_positions_of_one_hot_ones(rng, sizes, use_bias):
     graphdef, params = nnx.split(model)
 
     def total(params, inputs):
-        return jnp.sum(nnx.merge(graphdef, params)(inputs) ** 2)
+        ids = jnp.issubdtype(inputs.dtype, jnp.integer)
+        return jnp.sum(nnx.merge(graphdef, params)(inputs, one_hot_ids=ids) ** 2)
 
-    out = nnx.merge(graphdef, params)(jnp.asarray(ids))
+    out = nnx.merge(graphdef, params)(jnp.asarray(ids), one_hot_ids=True)
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(model(jnp.asarray(x, jnp.float32))))
     # the first layer's gradient is X^T dH: a scatter-add of dH rows at the ids
@@ -129,16 +130,23 @@ def test_integer_inputs_are_the_positions_of_one_hot_ones(rng, sizes, use_bias):
         np.testing.assert_allclose(first_1H, 2 * x.T @ expected, rtol=1e-5, atol=1e-5)
 
 
-def test_integer_inputs_out_of_range_give_nan():
+def test_ids_out_of_range_give_nan_and_the_flag_is_explicit():
     model = MLP([6, 4, 3], rngs=nnx.Rngs(0))
-    out = model(jnp.array([[0, 6]]))
-    assert np.all(np.isnan(np.asarray(out)))
+    out = model(jnp.array([[0, 6], [-1, 2], [0, 2]]), one_hot_ids=True)
+    assert np.all(np.isnan(np.asarray(out[:2]))) and np.all(np.isfinite(np.asarray(out[2])))
+    # without the flag an integer input is a vector of numbers, as any other input
+    bits = jnp.array([[1, 0, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(
+        np.asarray(model(bits)), np.asarray(model(bits.astype(jnp.float32)))
+    )
+    with pytest.raises(TypeError, match="one_hot_ids=True reads integer positions"):
+        model(bits.astype(jnp.float32), one_hot_ids=True)
 
 
 def test_integer_inputs_follow_the_computation_dtype():
     model = MLP([6, 4, 3], dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     ids = jnp.array([[0, 3], [2, 5]])
-    out = model(ids)
+    out = model(ids, one_hot_ids=True)
     assert out.dtype == jnp.bfloat16
     dense = model(jax.nn.one_hot(ids, 6).sum(1).astype(jnp.bfloat16))
     np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(dense, np.float32))

@@ -145,6 +145,11 @@ def test_cli_reports_bad_input_clearly(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_cli_resume_keeps_the_runs_config():
+    with pytest.raises(SystemExit, match="drop CONFIG and --only"):
+        cli.main(["run", "--resume", "runs/x", "--only", "adamw"])
+
+
 def test_select_methods_keeps_the_configs_order_and_settings():
     config = apply_overrides(resolve("stability_fig1"), ["methods.2.seeds=[5]"])
     picked = select_methods(config, ["ortho_adamw", "adamw_stablemax_f64"])
@@ -152,6 +157,7 @@ def test_select_methods_keeps_the_configs_order_and_settings():
     assert picked.methods[0] == config.methods[2] and picked.methods[0].seeds == (5,)
     assert picked.needs_x64 and not select_methods(config, ["ortho_adamw"]).needs_x64
     assert dataclasses.replace(picked, methods=config.methods) == config
+    assert select_methods(config, "ortho_adamw").methods == (config.methods[3],)
 
 
 def test_cli_rejects_unknown_commands(capsys):

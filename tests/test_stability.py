@@ -127,6 +127,16 @@ def _gaps(task, state):
     return top[:, -1] - top[:, -2], logits.argmax(-1), np.asarray(task.labels_N)[rows]
 
 
+def test_task_feeds_one_hot_slots_as_positions_and_writes_them_out_densely():
+    task, _, _ = init_groups(small())
+    assert task.onehot_vocab == 11 and task.inputs_N.shape[1] == 2 and task.input_width == 22
+    positions = np.asarray(task.encode(task.inputs_N))
+    np.testing.assert_array_equal(positions, np.asarray(task.inputs_N) + np.array([0, 11]))
+    dense = task.dense(jnp.asarray(positions))
+    assert dense.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(dense, np.float64), _input_rows(task))
+
+
 def test_float16_softmax_loss_is_computed_in_float16():
     """Scale the logits so that correctly classified rows lead by ~12: exp(-12) is
     below float16's half-ulp of 1 but not float32's, so those losses are exactly 0 in

@@ -87,11 +87,16 @@ class MLP(nnx.Module):
         h_l = σ(h_{l-1} W_l + b_l)   for hidden layers l = 1 … L−1,
         y   = h_{L-1} W_L + b_L      (no activation on the output).
 
-    **One-hot inputs as indices.** An integer input ``ids_BK`` stands for the one-hot
-    row ``x = Σ_k e_{ids_k}`` of width ``sizes[0]`` (the positions of its ones). Then
-    ``x W_1 = Σ_k W_1[ids_k]``: a gather of ``K`` rows replaces the ``(B, sizes[0])``
-    matmul, with the same values (the dense product adds only exact zeros) and a
-    scatter-add for its gradient. ``benchmarks/onehot_gather.py`` measures the saving.
+    **One-hot inputs as indices.** With ``one_hot_ids=True`` an integer input ``ids_BK``
+    stands for the one-hot row ``x = Σ_k e_{ids_k}`` of width ``sizes[0]`` (the
+    positions of its ones). Then ``x W_1 = Σ_k W_1[ids_k]``: a gather of ``K`` rows
+    replaces the ``(B, sizes[0])`` matmul, and a scatter-add its gradient
+    (``benchmarks/onehot_gather.py`` measures the saving). For ``K ≤ 2`` the values
+    equal the dense product's exactly (it adds only exact zeros); for more ones they
+    agree to rounding (the summation order differs). An id outside ``[0, sizes[0])``
+    gives NaN. On GPUs the scatter-add may use atomics, so gradients can differ in the
+    last bits between runs unless XLA's deterministic ops are requested
+    (``--xla_gpu_deterministic_ops=true``).
 
     Weights (and biases, if ``use_bias``) are drawn from U(±1/√n_{l-1}), PyTorch's
     ``nn.Linear`` default. Each hidden activation ``h_l`` (after ``σ``) is sown as
@@ -118,7 +123,7 @@ class MLP(nnx.Module):
 
     >>> ids_B2 = jnp.array([[0, 113 + 5], [7, 113 + 112]])
     >>> x_B226 = jax.nn.one_hot(ids_B2, 226).sum(1)
-    >>> bool(jnp.array_equal(model(ids_B2), model(x_B226)))
+    >>> bool(jnp.array_equal(model(ids_B2, one_hot_ids=True), model(x_B226)))
     True
     """
 
@@ -154,27 +159,31 @@ class MLP(nnx.Module):
             ]
         )
 
-    def __call__(self, x_BI: jax.Array) -> jax.Array:
+    def __call__(self, x_BI: jax.Array, *, one_hot_ids: bool = False) -> jax.Array:
         """Map inputs ``(..., sizes[0])`` to outputs ``(..., sizes[-1])``.
 
-        Integer inputs ``(..., K)`` are the positions of the ones of one-hot rows.
+        With ``one_hot_ids=True`` the input is integer ``(..., K)``: the positions of
+        the ones of one-hot rows (see the class docstring).
         """
+        if one_hot_ids and not jnp.issubdtype(x_BI.dtype, jnp.integer):
+            raise TypeError(
+                f"one_hot_ids=True reads integer positions of ones; got {x_BI.dtype} inputs."
+            )
         act = get_activation(self.activation)
+        first = self._gather_first_layer if one_hot_ids else self.layers[0]
         h = x_BI
         for i, layer in enumerate(self.layers[:-1]):
-            h = act(self._first_layer(h) if i == 0 else layer(h))
+            h = act(first(h) if i == 0 else layer(h))
             sow_if_capturing(self, f"hidden_{i}", h)
-        if len(self.layers) == 1:
-            return self._first_layer(h)
-        return self.layers[-1](h)
+        return first(h) if len(self.layers) == 1 else self.layers[-1](h)
 
-    def _first_layer(self, x: jax.Array) -> jax.Array:
+    def _gather_first_layer(self, ids: jax.Array) -> jax.Array:
+        """``onehot(ids) W_1 + b_1`` as ``Σ_k W_1[ids_k] + b_1``."""
         layer = self.layers[0]
-        if not jnp.issubdtype(x.dtype, jnp.integer):
-            return layer(x)
         kernel = layer.kernel[...]
         bias = layer.bias[...] if layer.bias is not None else None
         kernel, bias = layer.promote_dtype((kernel, bias), dtype=layer.dtype)
-        # mode="fill": an index outside [0, sizes[0]) gives NaN, never a silent clamp
-        h = jnp.take(kernel, x, axis=0, mode="fill").sum(axis=-2)
+        # mode="fill" turns ids >= n into NaN rows; negative ids would wrap, so move them there
+        ids = jnp.where(ids < 0, kernel.shape[0], ids)
+        h = jnp.take(kernel, ids, axis=0, mode="fill").sum(axis=-2)
         return h if bias is None else h + bias

@@ -620,12 +620,17 @@ def select_methods(config: ExperimentConfig, labels: Sequence[str]) -> Experimen
     """``config`` with only the methods labelled ``labels`` (in the config's order).
 
     Useful to run one member group of a figure's config on its own, e.g. its long run.
+    The selected members train as they would in the whole config, except that dropping
+    every float64 member also turns 64-bit JAX off, which changes the draws of
+    ``sampling = "iid"`` batches (epoch permutations are unaffected).
 
     >>> from grokjax.train import resolve
     >>> config = select_methods(resolve("stability-quick"), ["ortho_adamw"])
     >>> [m.label for m in config.methods]
     ['ortho_adamw']
     """
+    if isinstance(labels, str):
+        labels = [labels]
     known = [m.label for m in config.methods]
     unknown = [label for label in labels if label not in known]
     if unknown or not labels:

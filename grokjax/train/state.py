@@ -46,7 +46,9 @@ __all__ = [
 class Task:
     """The whole data set on the device, plus the static facts the step needs."""
 
-    inputs_N: jax.Array  # (N, T) int32 tokens, (N, F) float vectors or (N, C) int32 bytes
+    # (N, T) int32 tokens, (N, F) float vectors, or (N, K) int32 one-hot slot ids (the
+    # operands x, y of modular "onehot"; the bytes of a window)
+    inputs_N: jax.Array
     labels_N: jax.Array  # (N,) int32
     num_train: int
     num_val: int
@@ -86,7 +88,9 @@ class Task:
         one-hot rows written out; other inputs unchanged)."""
         if not self.onehot_vocab:
             return x
-        return jax.nn.one_hot(x, self.input_width, dtype=jnp.dtype(self.dtype)).sum(axis=-2)
+        ids = x - self.onehot_vocab * jnp.arange(x.shape[-1], dtype=x.dtype)
+        onehot = jax.nn.one_hot(ids, self.onehot_vocab, dtype=jnp.dtype(self.dtype))
+        return onehot.reshape(*x.shape[:-1], -1)
 
     @property
     def input_width(self) -> int:
@@ -269,7 +273,13 @@ def _logits_fn(kind: str, graphdef: Any) -> Callable[[Any, jax.Array], jax.Array
     if kind == "decoder":
         # The loss and accuracy use the answer position only: skip the rest of the last block.
         return lambda params, x: nnx.merge(graphdef, params)(x, last_only=True)
+    if kind == "mlp":  # integer inputs: one-hot slots as the positions of their ones
+        return lambda params, x: nnx.merge(graphdef, params)(x, one_hot_ids=_is_ids(x))
     return lambda params, x: nnx.merge(graphdef, params)(x)
+
+
+def _is_ids(x: jax.Array) -> bool:
+    return bool(jnp.issubdtype(x.dtype, jnp.integer))
 
 
 def _features_fn(graphdef: Any) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
@@ -277,7 +287,7 @@ def _features_fn(graphdef: Any) -> Callable[[Any, jax.Array], tuple[jax.Array, j
 
     def features(params, x):
         model = nnx.merge(graphdef, params)
-        logits, inter = nnx.capture(model, nnx.Intermediate)(x)
+        logits, inter = nnx.capture(model, nnx.Intermediate)(x, one_hot_ids=_is_ids(x))
         return logits, inter[f"hidden_{len(model.layers) - 2}"][0]
 
     return features
