@@ -300,3 +300,25 @@ def test_stability_experiments_run(name, tmp_path):
     assert "stability.png" in report
     mixed = len({config.method_loss(m) for m in config.methods}) > 1
     assert ("loss per method" in report) == mixed
+
+
+def test_tiny_adam_eps_in_float32_is_warned_about_and_the_hazard_is_real():
+    """XLA flushes subnormals to zero: Adam's v of a 1e-19 gradient is exactly 0 and the
+    step is lr·m/eps, ~1e6 times lr for eps 1e-25. The trainer warns about such configs."""
+    import optax
+
+    assert float(jax.jit(lambda x: x * x)(jnp.float32(1e-20))) == 0.0  # numpy gives 1e-40
+    tx = optax.adam(0.01, b1=0.9, b2=0.999, eps=1e-25)
+    grads = jnp.array([1e-19, 1e-17], jnp.float32)
+    updates, state = jax.jit(tx.update)(grads, tx.init(jnp.zeros(2)), jnp.zeros(2))
+    assert float(state[0].nu[0]) == 0.0 and abs(float(updates[0])) > 1e3
+    assert abs(float(updates[1])) < 0.011  # a normal v: a step of ~lr
+
+    config = small()
+    (message,) = config.precision_warnings()
+    assert message.startswith("methods.0.optimizer.eps = 1e-25") and "dtype = 'float64'" in message
+    with pytest.warns(RuntimeWarning, match="XLA flushes subnormals to zero"):
+        run_experiment(config, progress=False)
+    assert small("dtype='float64'").precision_warnings() == []
+    assert small("methods.0.optimizer.eps=1.1e-19").precision_warnings() == []
+    assert small("methods.0.optimizer.eps=1e-19").precision_warnings() != []

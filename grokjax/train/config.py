@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from grokjax.optim.surge_collapse import EntropyControllerConfig
 
 __all__ = [
@@ -475,6 +477,35 @@ class ExperimentConfig:
         """Whether parameters or any loss are float64 (the run enables ``jax_enable_x64``)."""
         dtypes = {self.dtype, self.loss_dtype} | {self.method_loss(m)[1] for m in self.methods}
         return "float64" in dtypes
+
+    def precision_warnings(self) -> list[str]:
+        """Settings that are valid but numerically hazardous, one message each.
+
+        Adam with float32 state and ``0 < eps < √(smallest normal float32) ≈ 1.1e-19``:
+        XLA flushes subnormal floats to zero, so once a weight's gradient falls below
+        ~1e-19 its second moment ``v`` is exactly 0 while its first moment ``m`` is not,
+        and the weight steps by up to ``lr·|m|/eps`` (a jump of ``1e-19/eps`` in the
+        step size). Prieto et al.'s ``eps = 1e-25`` is such a setting.
+
+        >>> from grokjax.train import resolve
+        >>> len(resolve("stability-quick").precision_warnings())
+        2
+        >>> resolve("grokfast_modmul").precision_warnings()
+        []
+        """
+        if self.dtype != "float32":
+            return []  # float64 state is far from underflow; half precision is validated
+        floor = math.sqrt(float(np.finfo(np.float32).tiny))
+        return [
+            f"methods.{i}.optimizer.eps = {m.optimizer.eps:g} with float32 parameters is below "
+            f"√(smallest normal float32) ≈ {floor:.2g}: XLA flushes subnormals to zero, so "
+            "once a weight's gradient falls below ~1e-19 Adam's second moment is exactly 0 "
+            "while the first is not, and the weight steps by up to lr·|m|/eps (Prieto et "
+            "al.'s StableMax runs blow up this way once the loss nears 1e-13). Train with "
+            f"dtype = 'float64' or eps >= {floor:.2g} to avoid it."
+            for i, m in enumerate(self.methods)
+            if m.optimizer.name == "adam" and 0 < m.optimizer.eps < floor
+        ]
 
     def steps_per_epoch(self, num_train: int) -> int:
         return math.ceil(num_train / self.batch_size)

@@ -21,6 +21,7 @@ import json
 import math
 import pathlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,10 +139,13 @@ def run_experiment(
         TrainingDiverged: a member's loss or parameters became non-finite. Metrics up
             to that evaluation and earlier checkpoints stay on disk.
 
-    A config with ``dtype`` or any ``loss_dtype`` ``"float64"`` runs inside
-    ``jax.enable_x64(True)`` (set before anything is traced; the caller's setting is
-    restored afterwards).
+    Numerically hazardous settings (:meth:`ExperimentConfig.precision_warnings`) are
+    reported with ``warnings.warn(..., RuntimeWarning)``. A config with ``dtype`` or any
+    ``loss_dtype`` ``"float64"`` runs inside ``jax.enable_x64(True)`` (set before
+    anything is traced; the caller's setting is restored afterwards).
     """
+    for message in config.precision_warnings():
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     with jax.enable_x64(True) if config.needs_x64 else contextlib.nullcontext():
         return _run(config, run_dir, resume, progress, devices)
 
