@@ -13,6 +13,7 @@ import pytest
 import grokjax as gj
 from grokjax import cli
 from grokjax.train import apply_overrides, resolve, select_methods
+from grokjax.viz.records import load_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -119,6 +120,17 @@ def test_cli_run_report_resume_and_list(tmp_path, capsys):
     (run_dir / "report.md").unlink()
     assert cli.main(["report", str(run_dir)]) == 0
     assert "## Results" in (run_dir / "report.md").read_text()
+    # an interrupted run has no grokking.json: the report reads the crossings off the curves
+    saved = json.loads((run_dir / "grokking.json").read_text())
+    (run_dir / "grokking.json").unlink()
+    assert cli.main(["report", str(run_dir)]) == 0
+    record = load_run(run_dir)
+    labels = [m.label for m in record.methods]
+    saved_in_order = sorted(saved, key=lambda r: (labels.index(r["method"]), r["member"]))
+    for key in ("generalised", "memorised"):
+        got = [s for m in record.methods for s in getattr(m, key)]
+        assert got == [r[key] for r in saved_in_order]
+    (run_dir / "grokking.json").write_text(json.dumps(saved))
 
     assert cli.main(["run", "--resume", str(run_dir), "--set", "steps=30", "--no-progress"]) == 0
     steps = [

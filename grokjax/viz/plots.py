@@ -173,7 +173,8 @@ def plot_steps_to_grok(record: RunRecord) -> plt.Figure:
             ax.hlines(median, i - 0.3, i + 0.3, color="black", linewidth=2, zorder=4)
             ax.annotate(f"{median:.0f}", (i + 0.32, median), fontsize=8, va="center")
     ax.set_xticks(range(len(record.methods)), [m.label for m in record.methods], rotation=15)
-    ax.set_yscale("log")
+    if any(m.generalised for m in record.methods):  # a log axis needs a point to show
+        ax.set_yscale("log")
     threshold = record.config["val_threshold"]
     ax.set_ylabel(f"steps to {threshold:.0%} validation accuracy")
     ax.grid(True, axis="y", which="both", alpha=0.3)

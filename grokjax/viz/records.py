@@ -34,6 +34,12 @@ class RunRecord:
         return int(self.config["steps"])
 
 
+def _first_steps(steps: np.ndarray, acc_SM: np.ndarray, threshold: float) -> list[int | None]:
+    """Per member, the first logged step with ``acc >= threshold`` (``None``: never)."""
+    hits_SM = np.nan_to_num(acc_SM, nan=-1.0) >= threshold
+    return [int(steps[h.argmax()]) if h.any() else None for h in hits_SM.T]
+
+
 def load_run(run_dir: str | pathlib.Path) -> RunRecord:
     """Load ``config.json``, ``metrics.jsonl`` and ``grokking.json`` of a run."""
     run_dir = pathlib.Path(run_dir)
@@ -61,18 +67,26 @@ def load_run(run_dir: str | pathlib.Path) -> RunRecord:
             for r in mine:
                 arr[index[r["step"]], r["member"]] = r.get(key, np.nan)
             metrics[key] = arr
-        gr = [r for r in grok if r["method"] == method["label"]]
-        seeds = [r["seed"] for r in sorted(gr, key=lambda r: r["member"])] or [
+        gr = sorted((r for r in grok if r["method"] == method["label"]), key=lambda r: r["member"])
+        seeds = [r["seed"] for r in gr] or [
             next(r["seed"] for r in mine if r["member"] == m) for m in members
         ]
+        if gr:
+            generalised = [r["generalised"] for r in gr]
+            memorised = [r["memorised"] for r in gr]
+        else:  # an interrupted run wrote no grokking.json: read the crossings off the curves
+            generalised = _first_steps(steps, metrics["val_acc"], config.get("val_threshold", 0.95))
+            memorised = _first_steps(
+                steps, metrics["train_acc"], config.get("train_threshold", 0.99)
+            )
         methods.append(
             MethodCurves(
                 label=method["label"],
                 seeds=seeds,
                 steps=steps,
                 metrics=metrics,
-                generalised=[r["generalised"] for r in sorted(gr, key=lambda r: r["member"])],
-                memorised=[r["memorised"] for r in sorted(gr, key=lambda r: r["member"])],
+                generalised=generalised,
+                memorised=memorised,
             )
         )
     return RunRecord(run_dir, config, methods)
