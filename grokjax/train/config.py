@@ -479,7 +479,7 @@ class ExperimentConfig:
         return "float64" in dtypes
 
     def precision_warnings(self) -> list[str]:
-        """Settings that are valid but numerically hazardous, one message each.
+        """Settings that are valid but numerically hazardous, one message per hazard.
 
         Adam with float32 state and ``0 < eps < √(smallest normal float32) ≈ 1.1e-19``:
         XLA flushes subnormal floats to zero, so once a weight's gradient falls below
@@ -488,23 +488,28 @@ class ExperimentConfig:
         step size). Prieto et al.'s ``eps = 1e-25`` is such a setting.
 
         >>> from grokjax.train import resolve
-        >>> len(resolve("stability-quick").precision_warnings())
-        2
+        >>> print(resolve("stability-quick").precision_warnings()[0][:64])
+        methods.0.optimizer.eps = 1e-25, methods.1.optimizer.eps = 1e-25
         >>> resolve("grokfast_modmul").precision_warnings()
         []
         """
         if self.dtype != "float32":
             return []  # float64 state is far from underflow; half precision is validated
         floor = math.sqrt(float(np.finfo(np.float32).tiny))
-        return [
-            f"methods.{i}.optimizer.eps = {m.optimizer.eps:g} with float32 parameters is below "
-            f"√(smallest normal float32) ≈ {floor:.2g}: XLA flushes subnormals to zero, so "
-            "once a weight's gradient falls below ~1e-19 Adam's second moment is exactly 0 "
-            "while the first is not, and the weight steps by up to lr·|m|/eps (Prieto et "
-            "al.'s StableMax runs blow up this way once the loss nears 1e-13). Train with "
-            f"dtype = 'float64' or eps >= {floor:.2g} to avoid it."
+        tiny_eps = [
+            f"methods.{i}.optimizer.eps = {m.optimizer.eps:g}"
             for i, m in enumerate(self.methods)
             if m.optimizer.name == "adam" and 0 < m.optimizer.eps < floor
+        ]
+        if not tiny_eps:
+            return []
+        return [
+            f"{', '.join(tiny_eps)} with float32 parameters: below √(smallest normal "
+            f"float32) ≈ {floor:.2g}. XLA flushes subnormals to zero, so once a weight's "
+            "gradient falls below ~1e-19 Adam's second moment is exactly 0 while the first "
+            "is not, and the weight steps by up to lr·|m|/eps (Prieto et al.'s StableMax "
+            "runs blow up this way once the loss nears 1e-13). Train with dtype = "
+            f"'float64' or eps >= {floor:.2g} to avoid it."
         ]
 
     def steps_per_epoch(self, num_train: int) -> int:
