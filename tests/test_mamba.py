@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from grokjax.nn import ActivationShape, MambaBlock, MambaLM
+from grokjax.nn.mamba import causal_depthwise_conv
 from grokjax.ops import selective_scan
 
 
@@ -30,6 +31,28 @@ def test_block_initialisation_follows_the_reference():
         np.asarray(plain.out_proj.kernel[...]) / 2,
         rtol=1e-6,
     )
+
+
+def test_causal_conv_equals_a_grouped_nnx_conv_with_its_gradients():
+    """The shifted multiply-adds agree with XLA's grouped convolution on the same kernel."""
+    conv = nnx.Conv(6, 6, (4,), padding=[(3, 0)], feature_group_count=6, rngs=nnx.Rngs(3))
+    conv.bias = nnx.Param(jax.random.normal(jax.random.key(4), (6,)))
+    x = jax.random.normal(jax.random.key(5), (2, 9, 6))
+    weights = jax.random.normal(jax.random.key(6), (2, 9, 6))
+
+    graphdef, state = nnx.split(conv)
+
+    def ours(state, x):
+        kernel_KE = state["kernel"][...][:, 0, :]
+        return jnp.sum(causal_depthwise_conv(x, kernel_KE, state["bias"][...]) * weights)
+
+    def xla(state, x):
+        return jnp.sum(nnx.merge(graphdef, state)(x) * weights)
+
+    np.testing.assert_allclose(float(ours(state, x)), float(xla(state, x)), rtol=1e-5)
+    got, want = jax.grad(ours, argnums=(0, 1))(state, x), jax.grad(xla, argnums=(0, 1))(state, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)
 
 
 def test_block_matches_a_hand_written_forward():

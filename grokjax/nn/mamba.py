@@ -28,7 +28,7 @@ from flax import nnx
 from grokjax.nn.activations import SWELU, SwishK
 from grokjax.ops import selective_scan
 
-__all__ = ["MambaBlock", "MambaLM", "RMSNorm"]
+__all__ = ["MambaBlock", "MambaLM", "RMSNorm", "causal_depthwise_conv"]
 
 ACTIVATION_SITES = ("silu", "swelu", "swish_k")
 
@@ -50,6 +50,26 @@ def _activation(name: str):
     if name not in ACTIVATION_SITES:
         raise ValueError(f"activation {name!r}: choose one of {ACTIVATION_SITES}.")
     return {"silu": None, "swelu": SWELU(), "swish_k": SwishK()}[name]
+
+
+def causal_depthwise_conv(x_BLE: jax.Array, kernel_KE: jax.Array, bias_E: jax.Array) -> jax.Array:
+    """``y[:, t] = bias + Σ_k kernel[k] ⊙ x[:, t + k − K + 1]`` with ``x[:, <0] = 0``.
+
+    The causal depthwise convolution of the block written as K shifted multiply-adds.
+    Equal to ``nnx.Conv(E, E, (K,), padding=[(K − 1, 0)], feature_group_count=E)`` on
+    its own kernel (``(K, 1, E)``), and much faster on the CPU: XLA's grouped
+    convolution took 50 ms forward+backward at (64, 64, 128), K = 4, and 500 ms inside
+    the trainer's loop over steps; this takes 3 ms and 2 ms (2-core CPU, scratch
+    timings, 2026-12-01).
+
+    >>> x = jnp.arange(4.0).reshape(1, 4, 1)
+    >>> causal_depthwise_conv(x, jnp.array([[1.0], [10.0]]), jnp.zeros(1))[0, :, 0]
+    Array([ 0., 10., 21., 32.], dtype=float32)
+    """
+    k, length = kernel_KE.shape[0], x_BLE.shape[1]
+    padded = jnp.pad(x_BLE, ((0, 0), (k - 1, 0), (0, 0)))
+    y = sum(padded[:, j : j + length] * kernel_KE[j] for j in range(k))
+    return y + bias_E
 
 
 def _dt_bias(key: jax.Array, dim: int, dt_min: float, dt_max: float) -> jax.Array:
@@ -89,6 +109,7 @@ class MambaBlock(nnx.Module):
         self.d_inner, self.d_state, self.dt_rank, self.d_conv = e, d_state, r, d_conv
         self.scan_backend = scan_backend
         self.in_proj = nnx.Linear(d_model, 2 * e, use_bias=False, rngs=rngs)
+        # parameters and initialisation of a grouped nnx.Conv; applied by causal_depthwise_conv
         self.conv = nnx.Conv(
             e, e, (d_conv,), padding=[(d_conv - 1, 0)], feature_group_count=e, rngs=rngs
         )
@@ -114,7 +135,7 @@ class MambaBlock(nnx.Module):
     def __call__(self, x_BLD: jax.Array) -> jax.Array:
         xz = self.in_proj(x_BLD)
         x, z = jnp.split(xz, 2, axis=-1)
-        x = self.conv(x)
+        x = causal_depthwise_conv(x, self.conv.kernel[:, 0, :], self.conv.bias[...])
         x = jax.nn.silu(x) if self.conv_act is None else self.conv_act(x)
         proj = self.x_proj(x)
         dt, B, C = jnp.split(proj, [self.dt_rank, self.dt_rank + self.d_state], axis=-1)

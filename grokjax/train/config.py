@@ -368,9 +368,10 @@ class ExperimentConfig:
     checkpoint_every: int = 0
     shard_members: bool = True
     member_axis: str = "auto"
-    # Steps unrolled into straight-line code per loop iteration of an interval: a model
-    # with loops of its own (the Mamba scan) ran 5.8x slower per step inside the
-    # interval's loop on the CPU (1.83 vs 0.32 s) until the interval was unrolled.
+    # Steps unrolled into straight-line code per loop iteration of an interval. Costs
+    # compile time and memory (every unrolled step's buffers); helps only where XLA
+    # compiles an op worse inside a loop (it did for the grouped convolution Mamba used
+    # before session 5: 10x slower per step; the shifted multiply-adds replacing it don't).
     unroll: int = 1
     description: str = ""
 

@@ -252,7 +252,6 @@ def mamba_swelu() -> ExperimentConfig:
         batch_size=64,
         sampling="iid",
         eval_every=25,
-        unroll=25,  # no loop around the scan's own loops (5.8x per step on the CPU)
         stop_when_grokked=False,
         checkpoint_every=500,
     )
