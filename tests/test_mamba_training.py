@@ -64,6 +64,9 @@ def test_same_seed_starts_from_the_same_non_activation_weights(run):
 def test_report_compares_convergence_and_draws_k(run):
     text = write_report(run.run_dir).read_text()
     assert "## Language-model convergence" in text and "relative to silu" in text
+    assert "| swelu | " in text.split("a quarter, half")[1]  # the convergence-levels table
+    # next-token accuracy has no grokking threshold: no grokking table or figure
+    assert "## Results" not in text and "steps_to_grok" not in text
     assert "swelu: final k blocks/0/conv_act" in text
     assert (run.run_dir / "plots" / "activation_shapes.png").exists()
 

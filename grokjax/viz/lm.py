@@ -10,7 +10,7 @@ import numpy as np
 
 from grokjax.viz.records import MethodCurves, RunRecord
 
-__all__ = ["is_lm", "lm_findings", "lm_table", "plot_activation_shapes"]
+__all__ = ["is_lm", "lm_findings", "lm_levels_table", "lm_table", "plot_activation_shapes"]
 
 
 def is_lm(record: RunRecord) -> bool:
@@ -49,6 +49,42 @@ def lm_table(record: RunRecord) -> str:
             f"{_median(m, 'val_acc')[-1]:.4f} | {steps if steps else '>' + str(m.steps[-1])} | "
             f"{rel} |"
         )
+    return "\n".join(lines)
+
+
+def lm_levels_table(record: RunRecord, fractions=(0.25, 0.5, 0.75, 1.0)) -> str:
+    """Convergence at several levels: the first method's median validation loss at the
+    evaluations nearest ``fractions`` of its run, and for every method the step at which
+    its median validation loss first reached each (steps at evaluation resolution; the
+    ratio to the first method, < 1 is faster).
+
+    >>> from grokjax.viz.records import MethodCurves, RunRecord
+    >>> steps = np.array([10, 20, 30, 40])
+    >>> def method(label, val_loss):  # one member
+    ...     curves = {"val_loss": np.array(val_loss, float)[:, None]}
+    ...     return MethodCurves(label, [0], steps, curves, [None], [None])
+    >>> record = RunRecord(None, {}, [method("a", [4, 3, 2, 1]), method("b", [3, 2, 1.5, 1.2])])
+    >>> print(lm_levels_table(record, fractions=(0.5, 1.0)).splitlines()[-1])
+    | b | 10 (0.50×) | >40 |
+    """
+    base = record.methods[0]
+    curve = _median(base, "val_loss")
+    picks = [int(np.argmin(np.abs(base.steps - f * base.steps[-1]))) for f in fractions]
+    targets = [float(curve[i]) for i in picks]
+    pairs = list(zip(targets, picks, strict=True))
+    head = " | ".join(f"val loss {t:.4f} (step {base.steps[i]})" for t, i in pairs)
+    lines = [f"| method | {head} |", "|---|" + "---|" * len(targets)]
+    for m in record.methods:
+        if not m.steps.size:
+            continue
+        cells = []
+        for t, i in pairs:
+            steps = _first_at_or_below(m, "val_loss", t)
+            base_steps = _first_at_or_below(base, "val_loss", t) or int(base.steps[i])
+            cells.append(
+                f"{steps} ({steps / base_steps:.2f}×)" if steps else f">{int(m.steps[-1])}"
+            )
+        lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 
 from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
-from grokjax.viz.lm import is_lm, lm_findings, lm_table
+from grokjax.viz.lm import is_lm, lm_findings, lm_levels_table, lm_table
 from grokjax.viz.plots import loss_summary, synthetic_task, write_figures
 from grokjax.viz.records import RunRecord, load_run
 
@@ -110,12 +110,10 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         f"- budget {record.budget} steps, batch {cfg['batch_size']} ({cfg['sampling']} sampling); "
         f"trained to step {last}",
         "",
-        "## Results",
-        "",
-        results_table(record),
-        "",
     ]
-    if never:
+    if not is_lm(record):  # next-token accuracy has no grokking threshold to report
+        lines += ["## Results", "", results_table(record), ""]
+    if never and not is_lm(record):
         lines += [
             f"Not every member of {', '.join(never)} reached {cfg['val_threshold']:.0%} validation "
             f"accuracy within the {record.budget}-step budget: their medians are reported as "
@@ -130,6 +128,11 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
             f"each method took to reach {record.methods[0].label}'s final validation loss.",
             "",
             lm_table(record),
+            "",
+            "Steps to the validation losses the first method had at a quarter, half, three "
+            "quarters and the end of its run (medians over seeds, evaluation resolution):",
+            "",
+            lm_levels_table(record),
             "",
             lm_findings(record),
             "",
@@ -176,9 +179,9 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         "",
         "![loss](plots/loss.png)",
         "",
-        "![steps to grok](plots/steps_to_grok.png)",
-        "",
     ]
+    if not is_lm(record):
+        lines += ["![steps to grok](plots/steps_to_grok.png)", ""]
     if (pathlib.Path(run_dir) / "plots" / "stability.png").exists():
         lines += ["![numerical stability](plots/stability.png)", ""]
     path = pathlib.Path(run_dir) / "report.md"
