@@ -45,8 +45,20 @@ NP_ACTIVATIONS = {
 }
 
 
-def np_decoder(params: dict, tokens_BT: np.ndarray, *, heads: int, positions: str, act: str):
-    """The reference PyTorch forward, written out in float64 numpy (batch-first)."""
+def np_decoder(
+    params: dict,
+    tokens_BT: np.ndarray,
+    *,
+    heads: int,
+    positions: str,
+    act: str,
+    keep: list | None = None,
+    rate: float = 0.0,
+):
+    """The reference PyTorch forward, written out in float64 numpy (batch-first).
+
+    ``keep[i]``: block i's dropout keep-masks (attention probabilities, attention
+    output, MLP hidden, MLP output), survivors scaled by 1/(1 − rate)."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     B, T = tokens_BT.shape
     x = p["token_embedding"]["embedding"][tokens_BT]
@@ -55,8 +67,11 @@ def np_decoder(params: dict, tokens_BT: np.ndarray, *, heads: int, positions: st
     D = x.shape[-1]
     K = D // heads
     causal = np.tril(np.ones((T, T), bool))
+    scale = 1.0 / (1.0 - rate)
     for i in range(len(p["blocks"])):
         blk = p["blocks"][i]
+        masks = [1.0] * 4 if keep is None else keep[i]
+        drop = [lambda z, k=k: z * k * (1.0 if keep is None else scale) for k in masks]
         h = np_layer_norm(x, blk["ln_1"])
         qkv = h @ blk["qkv"]["kernel"] + blk["qkv"]["bias"]
         q, k, v = (qkv[..., j * D : (j + 1) * D].reshape(B, T, heads, K) for j in range(3))
@@ -66,10 +81,11 @@ def np_decoder(params: dict, tokens_BT: np.ndarray, *, heads: int, positions: st
         s = np.where(causal, s, -np.inf)
         a = np.exp(s - s.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
-        o = np.einsum("bhqt,bthk->bqhk", a, v).reshape(B, T, D)
-        x = h + (o @ blk["out"]["kernel"] + blk["out"]["bias"])  # residual onto LN₁(x)
+        o = np.einsum("bhqt,bthk->bqhk", drop[0](a), v).reshape(B, T, D)
+        x = h + drop[1](o @ blk["out"]["kernel"] + blk["out"]["bias"])  # residual onto LN₁(x)
         m = np_layer_norm(x, blk["ln_2"]) @ blk["mlp_in"]["kernel"] + blk["mlp_in"]["bias"]
-        x = x + NP_ACTIVATIONS[act](m) @ blk["mlp_out"]["kernel"] + blk["mlp_out"]["bias"]
+        hidden = drop[2](NP_ACTIVATIONS[act](m))
+        x = x + drop[3](hidden @ blk["mlp_out"]["kernel"] + blk["mlp_out"]["bias"])
     return np_layer_norm(x, p["ln_f"]) @ p["head"]["kernel"]
 
 
@@ -298,9 +314,36 @@ def test_intermediates_under_last_only_have_one_query_row(small_model):
 # Errors
 
 
+def test_dropout_masks_the_four_torch_sites_and_is_off_without_a_key(rng):
+    """With a key, the output equals the numpy reference fed the masks drawn from the
+    documented stream (block i: ``split(fold_in(key, i), 4)``); without one, or at rate
+    0, dropout is the identity."""
+    rate, B, T, D, H, F = 0.3, 3, 5, 32, 4, 128
+    model = Decoder(VOCAB, rngs=nnx.Rngs(2), dropout=rate, **SMALL)
+    plain = Decoder(VOCAB, rngs=nnx.Rngs(2), **SMALL)
+    tokens = rng.integers(0, VOCAB, size=(B, T))
+    key = jax.random.key(7)
+    keep = []
+    for i in range(SMALL["depth"]):
+        k = jax.random.split(jax.random.fold_in(key, i), 4)
+        shapes = [(B, H, T, T), (B * T, D), (B * T, F), (B * T, D)]
+        pairs = zip(k, shapes, strict=True)
+        masks = [np.asarray(jax.random.bernoulli(kj, 1 - rate, sh)) for kj, sh in pairs]
+        keep.append([masks[0], *(m.reshape(B, T, -1) for m in masks[1:])])
+    got = model(jnp.asarray(tokens), dropout_key=key)
+    kw = dict(heads=H, positions="learned", act="gelu")
+    want = np_decoder(params_of(model), tokens, keep=keep, rate=rate, **kw)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-4)
+    assert not np.allclose(np.asarray(got), np_decoder(params_of(model), tokens, **kw), atol=1e-2)
+    np.testing.assert_array_equal(np.asarray(model(jnp.asarray(tokens))), plain(tokens))
+    last = model(jnp.asarray(tokens), last_only=True, dropout_key=key)
+    assert last.shape == (B, VOCAB) and np.all(np.isfinite(np.asarray(last)))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        (dict(dropout=1.0), r"dropout = 1.0 must be in \[0, 1\)"),
         (dict(width=30, heads=4), "divisible"),
         (dict(activation="tanh"), "gelu, relu, silu"),
         (dict(positions="alibi"), "learned, rope"),

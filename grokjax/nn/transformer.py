@@ -73,22 +73,49 @@ def _dense_cols(layer: nnx.Linear, x_ND: jax.Array, start: int, stop: int) -> ja
     return x_ND @ kernel + bias
 
 
-def _check_config(width: int, heads: int, activation: str, positions: str) -> None:
+def _check_config(
+    width: int, heads: int, activation: str, positions: str, dropout: float = 0.0
+) -> None:
     if heads <= 0 or width % heads:
         raise ValueError(f"width ({width}) must be divisible by heads ({heads}).")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout = {dropout} must be in [0, 1).")
     get_activation(activation)
     if positions not in POSITIONS:
         raise ValueError(f"Unknown positions {positions!r}; allowed: {', '.join(POSITIONS)}.")
 
 
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout: each entry zeroed with probability ``rate``, survivors scaled by
+    ``1/(1 − rate)`` (as ``torch.nn.Dropout`` in training mode); the identity when
+    ``key`` is ``None`` or ``rate`` is 0.
+
+    >>> x = jnp.ones((1000,))
+    >>> y = dropout(x, 0.25, jax.random.key(0))
+    >>> float(jnp.unique(y)[-1]), 0.2 < float(jnp.mean(y == 0)) < 0.3
+    (1.3333333730697632, True)
+    """
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
 def _attention(
-    q_BQHK: jax.Array, k_BTHK: jax.Array, v_BTHK: jax.Array, *, causal: bool
+    q_BQHK: jax.Array,
+    k_BTHK: jax.Array,
+    v_BTHK: jax.Array,
+    *,
+    causal: bool,
+    drop: tuple[float, jax.Array | None] = (0.0, None),
 ) -> tuple[jax.Array, jax.Array]:
     """Scaled dot-product attention: probabilities ``(B, H, Q, T)`` and heads ``(B, Q, H, K)``.
 
     With ``causal``, query ``i`` sees keys ``0 … i`` (requires ``Q == T``); without it,
     every query sees every key (used for the last position alone). Scores and softmax
-    are computed in float32 (float64 for float64 inputs).
+    are computed in float32 (float64 for float64 inputs). ``drop = (rate, key)``
+    drops attention probabilities before they weight the values (the returned
+    probabilities are the undropped ones).
     """
     scale = 1.0 / math.sqrt(q_BQHK.shape[-1])
     score_dtype = jnp.promote_types(q_BQHK.dtype, jnp.float32)  # float64 stays float64
@@ -99,7 +126,8 @@ def _attention(
         T = k_BTHK.shape[1]
         scores_BHQT = jnp.where(jnp.tril(jnp.ones((T, T), bool)), scores_BHQT, -jnp.inf)
     probs_BHQT = jax.nn.softmax(scores_BHQT, axis=-1)
-    heads_BQHK = jnp.einsum("bhqt,bthk->bqhk", probs_BHQT.astype(v_BTHK.dtype), v_BTHK)
+    weights_BHQT = dropout(probs_BHQT, *drop)
+    heads_BQHK = jnp.einsum("bhqt,bthk->bqhk", weights_BHQT.astype(v_BTHK.dtype), v_BTHK)
     return probs_BHQT, heads_BQHK
 
 
@@ -119,6 +147,10 @@ class Block(nnx.Module):
     ``d_h = D/H`` and ``M`` the causal mask (−∞ above the diagonal). Scores and softmax
     are computed in float32. With ``positions="rope"``, ``Q_j`` and ``K_j`` are rotated
     by :func:`~grokjax.nn.rope.apply_rope` first.
+
+    ``dropout`` (rate ``p``) applies where ``torch.nn.TransformerEncoderLayer`` does: to
+    the attention probabilities, to ``Attn(h)``, to the MLP's hidden activation and to
+    its output; only in calls given a ``dropout_key`` (training), never in evaluation.
 
     Initialisation (PyTorch defaults): ``W_qkv ~ U(±√(6/(D + 3D)))`` (Xavier-uniform as
     one ``(D, 3D)`` matrix), ``b_qkv = 0``; ``W_o ~ U(±1/√D)``, ``b_o = 0``; ``W₁, b₁ ~
@@ -143,12 +175,14 @@ class Block(nnx.Module):
         activation: str = "gelu",
         positions: str = "learned",
         rope_base: float = 10000.0,
+        dropout: float = 0.0,
         dtype: DTypeLike | None = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        _check_config(width, heads, activation, positions)
+        _check_config(width, heads, activation, positions, dropout)
         self.width = width
+        self.dropout = float(dropout)
         self.heads = heads
         self.activation = activation
         self.positions = positions
@@ -167,12 +201,16 @@ class Block(nnx.Module):
         self.mlp_in = _torch_linear(width, mlp_ratio * width, **linear)
         self.mlp_out = _torch_linear(mlp_ratio * width, width, **linear)
 
-    def __call__(self, x_BTD: jax.Array, *, last_only: bool = False) -> jax.Array:
+    def __call__(
+        self, x_BTD: jax.Array, *, last_only: bool = False, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
         """Apply the block: ``(B, T, D) → (B, T, D)``, or ``(B, 1, D)`` if ``last_only``.
 
         With ``last_only`` only the last position's output is computed: its query,
         attention output and MLP (keys and values still come from every position).
+        ``dropout_key`` turns dropout on (see the class docstring).
         """
+        keys = [None] * 4 if dropout_key is None else list(jax.random.split(dropout_key, 4))
         B, T, D = x_BTD.shape
         H = self.heads
         K = D // H
@@ -196,15 +234,18 @@ class Block(nnx.Module):
             q_BQHK = apply_rope(q_BQHK, jnp.arange(T - Q, T), self.rope_base)
             k_BTHK = apply_rope(k_BTHK, jnp.arange(T), self.rope_base)
 
-        probs_BHQT, heads_BQHK = _attention(q_BQHK, k_BTHK, v_BTHK, causal=not last_only)
+        probs_BHQT, heads_BQHK = _attention(
+            q_BQHK, k_BTHK, v_BTHK, causal=not last_only, drop=(self.dropout, keys[0])
+        )
         sow_if_capturing(self, "attention", probs_BHQT)
-        attn_QD = self.out(heads_BQHK.reshape(B * Q, D))
+        attn_QD = dropout(self.out(heads_BQHK.reshape(B * Q, D)), self.dropout, keys[1])
         sow_if_capturing(self, "attention_output", attn_QD.reshape(B, Q, D))
 
         u_QD = h_QD + attn_QD  # the reference's residual onto LN₁(x)
         hidden_QF = get_activation(self.activation)(self.mlp_in(self.ln_2(u_QD)))
+        hidden_QF = dropout(hidden_QF, self.dropout, keys[2])
         sow_if_capturing(self, "mlp_hidden", hidden_QF.reshape(B, Q, -1))
-        y_BQD = (u_QD + self.mlp_out(hidden_QF)).reshape(B, Q, D)
+        y_BQD = (u_QD + dropout(self.mlp_out(hidden_QF), self.dropout, keys[3])).reshape(B, Q, D)
         sow_if_capturing(self, "block_output", y_BQD)
         return y_BQD
 
@@ -236,6 +277,8 @@ class Decoder(nnx.Module):
         positions: ``"learned"`` (table ``P``) or ``"rope"`` (rotary embedding of the
             queries and keys in every block, base ``rope_base``; no table).
         rope_base: RoPE frequency base.
+        dropout: dropout rate of every block (see :class:`Block`), active only in
+            calls given a ``dropout_key``.
         dtype: computation dtype.
         param_dtype: parameter dtype.
         rngs: random number streams; the ``params`` stream initialises the weights.
@@ -266,11 +309,12 @@ class Decoder(nnx.Module):
         activation: str = "gelu",
         positions: str = "learned",
         rope_base: float = 10000.0,
+        dropout: float = 0.0,
         dtype: DTypeLike | None = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        _check_config(width, heads, activation, positions)
+        _check_config(width, heads, activation, positions, dropout)
         self.vocab_size = vocab_size
         self.seq_len = seq_len
         self.positions = positions
@@ -293,6 +337,7 @@ class Decoder(nnx.Module):
                     activation=activation,
                     positions=positions,
                     rope_base=rope_base,
+                    dropout=dropout,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
@@ -305,12 +350,19 @@ class Decoder(nnx.Module):
             width, vocab_size, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
 
-    def __call__(self, tokens_BT: jax.Array, *, last_only: bool = False) -> jax.Array:
+    def __call__(
+        self,
+        tokens_BT: jax.Array,
+        *,
+        last_only: bool = False,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
         """Logits ``(B, T, V)`` for integer tokens ``(B, T)``; ``(B, V)`` if ``last_only``.
 
         ``last_only=True`` returns ``model(tokens)[:, -1]``, computing the last block's
         query side, ``LN_f`` and the head for the last position only (about 25% fewer
         FLOPs for the reference model, whose loss reads only the last position).
+        ``dropout_key`` (training) turns on the blocks' dropout, one key per block.
         """
         B, T = tokens_BT.shape
         x_BTD = self.token_embedding(tokens_BT)
@@ -319,7 +371,9 @@ class Decoder(nnx.Module):
                 raise ValueError(f"got {T} tokens per sequence, but seq_len is {self.seq_len}.")
             x_BTD = x_BTD + self.position_embedding.embedding[...][:T].astype(x_BTD.dtype)
         for i, block in enumerate(self.blocks):
-            x_BTD = block(x_BTD, last_only=last_only and i == len(self.blocks) - 1)
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+            last = last_only and i == len(self.blocks) - 1
+            x_BTD = block(x_BTD, last_only=last, dropout_key=key)
         if last_only and not len(self.blocks):
             x_BTD = x_BTD[:, -1:]
         Q, D = x_BTD.shape[1:]

@@ -157,6 +157,7 @@ class ModelConfig:
     use_bias: bool = False
     d_state: int = 16
     expand: int = 2
+    dropout: float = 0.0  # decoder only: in training steps, as torch's TransformerEncoderLayer
 
     def validate(self, path: str = "model") -> None:
         _choice(f"{path}.kind", self.kind, ["decoder", "mlp", "mamba"])
@@ -182,6 +183,12 @@ class ModelConfig:
             _choice(f"{path}.activation", self.activation, ["gelu", "relu", "silu"])
         _choice(f"{path}.positions", self.positions, ["learned", "rope"])
         _check(f"{path}.rope_base", self.rope_base > 1.0, "> 1", self.rope_base)
+        _check(
+            f"{path}.dropout",
+            0.0 <= self.dropout < 1.0 and (self.dropout == 0.0 or self.kind == "decoder"),
+            "in [0, 1), and 0 unless model.kind = 'decoder'",
+            self.dropout,
+        )
         _check(
             f"{path}.hidden",
             len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),

@@ -126,6 +126,7 @@ class Group:
     # (params, inputs_B…) -> (logits_BC, hidden_BH): the MLP's last hidden layer
     features_fn: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]] | None = None
     noisy: bool = False  # some member adds input noise (or may pump it)
+    dropout: bool = False  # training steps pass logits_fn a dropout_key
 
     @property
     def size(self) -> int:
@@ -262,6 +263,7 @@ def build_model(
             activation=m.activation,
             positions=m.positions,
             rope_base=m.rope_base,
+            dropout=m.dropout,
             **dtypes,
             rngs=rngs,
         )
@@ -272,7 +274,10 @@ def build_model(
 def _logits_fn(kind: str, graphdef: Any) -> Callable[[Any, jax.Array], jax.Array]:
     if kind == "decoder":
         # The loss and accuracy use the answer position only: skip the rest of the last block.
-        return lambda params, x: nnx.merge(graphdef, params)(x, last_only=True)
+        # ``dropout_key``: training steps of a model with dropout (evaluation passes none).
+        return lambda params, x, dropout_key=None: nnx.merge(graphdef, params)(
+            x, last_only=True, dropout_key=dropout_key
+        )
     if kind == "mlp":  # integer inputs: one-hot slots as the positions of their ones
         return lambda params, x: nnx.merge(graphdef, params)(x, one_hot_ids=_is_ids(x))
     return lambda params, x: nnx.merge(graphdef, params)(x)
@@ -380,6 +385,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 features,
                 noisy=method.adaptive
                 or any(method.member_input_noise(h) > 0 for _, h in group_members),
+                dropout=model.dropout > 0,
             )
         )
         states.append(

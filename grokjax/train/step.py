@@ -15,7 +15,8 @@ which makes training deterministic and resumable bit for bit:
 - ``sampling="iid"``: every batch is ``batch_size`` rows drawn with replacement.
 
 Vector inputs may get Gaussian input noise per member (``input_noise``, plus the
-Surge-Collapse entropy pump's), drawn from the member's key and the step. With
+Surge-Collapse entropy pump's), drawn from the member's key and the step; a decoder
+with ``model.dropout`` gets its dropout masks the same way (evaluation: none). With
 entropy tracking (an MLP), each step measures the activation entropy of the last
 hidden layer and the label entropy of its batch, and hands the normalised activation
 entropy to the optimizer as the extra argument ``activation_entropy``.
@@ -65,6 +66,7 @@ ENTROPY_METRICS = (
     "pumps",
 )
 _NOISE_SALT = 0x6E6F6973  # separates the input-noise stream from batch sampling
+_DROPOUT_SALT = 0x64726F70  # and the dropout stream from both
 
 
 def leaf_names(params) -> list[str]:
@@ -188,12 +190,15 @@ def _member_grads(
         x = x + (sigma * jax.random.normal(noise_key, x.shape, jnp.float32)).astype(x.dtype)
     count = jnp.sum(mask)
     entropy = group.features_fn is not None
+    drop = {}
+    if group.dropout:  # a fresh mask per step, from the member's key and the step alone
+        drop["dropout_key"] = jax.random.fold_in(jax.random.fold_in(key, _DROPOUT_SALT), step)
 
     def loss_fn(params):
         if entropy:
             logits, hidden = group.features_fn(params, x)
         else:
-            logits, hidden = group.logits_fn(params, x), None
+            logits, hidden = group.logits_fn(params, x, **drop), None
         return _mean(_loss(*loss, logits, y), mask), (logits, hidden)
 
     (mean_loss, (logits, hidden)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
