@@ -157,7 +157,9 @@ class ModelConfig:
     use_bias: bool = False
     d_state: int = 16
     expand: int = 2
-    dropout: float = 0.0  # decoder only: in training steps, as torch's TransformerEncoderLayer
+    # decoder only: in training steps, as torch's TransformerEncoderLayer (so the logged
+    # training loss/accuracy are those of the masked forward; evaluation is unmasked)
+    dropout: float = 0.0
 
     def validate(self, path: str = "model") -> None:
         _choice(f"{path}.kind", self.kind, ["decoder", "mlp", "mamba"])
