@@ -131,6 +131,7 @@ def test_gradients_against_finite_differences_in_float64(backend, rng):
         args = {k: jnp.asarray(v, jnp.float64) for k, v in x.items()}
         weights = jnp.asarray(rng.standard_normal((1, 5, 2)))
 
+        @jax.jit  # one compilation for the many finite-difference evaluations
         def loss(args, gate_k):
             y = selective_scan(
                 **args, delta_softplus=True, gate="swelu", gate_k=gate_k, backend=backend
