@@ -39,6 +39,7 @@ from grokjax.optim import (
     surge_collapse,
     surge_collapse_events,
     surge_collapse_input_noise,
+    with_state_dtype,
     zero_fraction,
 )
 
@@ -76,6 +77,7 @@ __all__ = [
     "surge_collapse_input_noise",
     "target_entropy",
     "weight_norms",
+    "with_state_dtype",
     "zero_fraction",
     "zero_loss_fraction",
 ]

@@ -7,6 +7,7 @@ from grokjax.optim.grokfast import (
     grokfast_ma,
 )
 from grokjax.optim.orthograd import OrthogradState, ortho_adamw, ortho_sgd, orthograd
+from grokjax.optim.precision import with_state_dtype
 from grokjax.optim.surge_collapse import (
     EntropyControllerConfig,
     EntropyControllerState,
@@ -42,5 +43,6 @@ __all__ = [
     "surge_collapse",
     "surge_collapse_events",
     "surge_collapse_input_noise",
+    "with_state_dtype",
     "zero_fraction",
 ]

@@ -286,6 +286,7 @@ class OptimizerConfig:
     filter_type: str = "mean"
     filter_warmup: bool = True
     orthograd: bool = False
+    state_dtype: str = ""  # "" = the parameters' dtype; "float64" = see with_state_dtype
     surge_collapse: SurgeCollapseConfig = field(default_factory=SurgeCollapseConfig)
 
     def validate(self, path: str = "optimizer") -> None:
@@ -302,6 +303,7 @@ class OptimizerConfig:
         _check(f"{path}.alpha", 0 <= self.alpha <= 1, "in [0, 1]", self.alpha)
         _check(f"{path}.window_size", self.window_size >= 1, ">= 1", self.window_size)
         _choice(f"{path}.filter_type", self.filter_type, ["mean", "sum"])
+        _choice(f"{path}.state_dtype", self.state_dtype, ["", "float32", "float64"])
         self.surge_collapse.validate(f"{path}.surge_collapse")
 
 
@@ -484,8 +486,10 @@ class ExperimentConfig:
 
     @property
     def needs_x64(self) -> bool:
-        """Whether parameters or any loss are float64 (the run enables ``jax_enable_x64``)."""
+        """Whether parameters, any loss or any optimizer state are float64 (the run then
+        enables ``jax_enable_x64``)."""
         dtypes = {self.dtype, self.loss_dtype} | {self.method_loss(m)[1] for m in self.methods}
+        dtypes |= {m.optimizer.state_dtype for m in self.methods}
         return "float64" in dtypes
 
     def precision_warnings(self) -> list[str]:
@@ -495,7 +499,8 @@ class ExperimentConfig:
         XLA flushes subnormal floats to zero, so once a weight's gradient falls below
         ~1e-19 its second moment ``v`` is exactly 0 while its first moment ``m`` is not,
         and the weight steps by up to ``lr·|m|/eps`` (a jump of ``1e-19/eps`` in the
-        step size). Prieto et al.'s ``eps = 1e-25`` is such a setting.
+        step size). Prieto et al.'s ``eps = 1e-25`` is such a setting. A method whose
+        ``optimizer.state_dtype`` is ``"float64"`` is safe (:func:`grokjax.with_state_dtype`).
 
         >>> from grokjax.train import resolve
         >>> print(resolve("stability-quick").precision_warnings()[0][:64])
@@ -509,7 +514,9 @@ class ExperimentConfig:
         tiny_eps = [
             f"methods.{i}.optimizer.eps = {m.optimizer.eps:g}"
             for i, m in enumerate(self.methods)
-            if m.optimizer.name == "adam" and 0 < m.optimizer.eps < floor
+            if m.optimizer.name == "adam"
+            and 0 < m.optimizer.eps < floor
+            and m.optimizer.state_dtype != "float64"
         ]
         if not tiny_eps:
             return []
@@ -518,8 +525,9 @@ class ExperimentConfig:
             f"float32) ≈ {floor:.2g}. XLA flushes subnormals to zero, so once a weight's "
             "gradient falls below ~1e-19 Adam's second moment is exactly 0 while the first "
             "is not, and the weight steps by up to lr·|m|/eps (Prieto et al.'s StableMax "
-            "runs blow up this way once the loss nears 1e-13). Train with dtype = "
-            f"'float64' or eps >= {floor:.2g} to avoid it."
+            "runs blow up this way once the loss nears 1e-13). Set optimizer.state_dtype "
+            f"= 'float64' (Adam in float64, parameters unchanged), dtype = 'float64' or "
+            f"eps >= {floor:.2g} to avoid it."
         ]
 
     def steps_per_epoch(self, num_train: int) -> int:

@@ -5,6 +5,8 @@ The chain is, in order (each part only when configured)::
     Grokfast filter (ema | ma) → ⊥Grad → coupled L2 (wd·w added to the gradient)
       → Adam | SGD-momentum → decoupled decay (AdamW) → × min(k / warmup, 1) → × −lr
 
+computed in ``optimizer.state_dtype`` when that is set (:func:`grokjax.with_state_dtype`),
+
 and, with ``surge_collapse.schedule`` other than ``"none"``, the whole chain wrapped in
 :func:`grokjax.surge_collapse` (collapse / surge after the update). This
 reproduces PyTorch's ``Adam(weight_decay=wd)`` after a Grokfast filter (the
@@ -65,7 +67,10 @@ def optimizer_factory(cfg: OptimizerConfig) -> Callable[..., optax.GradientTrans
             parts.append(optax.add_decayed_weights(weight_decay))
         parts.append(optax.scale_by_schedule(_warmup(cfg.warmup_steps)))
         parts.append(optax.scale(-1.0 * learning_rate))
-        return _surge_collapse(cfg, optax.chain(*parts))
+        inner = optax.chain(*parts)
+        if cfg.state_dtype:
+            inner = gj.with_state_dtype(inner, cfg.state_dtype)
+        return _surge_collapse(cfg, inner)
 
     return optax.inject_hyperparams(chain)
 
