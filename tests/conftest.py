@@ -1,12 +1,14 @@
 """Shared test helpers: random gradient pytrees and a compile counter.
 
-The suite shares one persistent XLA compilation cache (a temporary directory removed
-at exit; ``GROKJAX_TEST_COMPILE_CACHE=0`` turns it off). Many tests build the same
-small training programs, and XLA's compile, not the training, dominates their time:
-a tiny decoder run took 14.3 s on a cold cache and 1.5 s on a warm one (2-core CPU).
+The suite shares one persistent XLA compilation cache: a temporary directory removed
+at exit, unless ``JAX_COMPILATION_CACHE_DIR`` names one already (then that is used and
+kept); ``GROKJAX_TEST_COMPILE_CACHE=0`` turns it off. Many tests build the same small
+training programs, and XLA's compile, not the training, dominates their time: a tiny
+decoder run took 14.3 s on a cold cache and 1.5 s on a warm one (2-core CPU).
 Compilation counts asserted by the tests are JAX's trace-cache sizes, which the
-persistent cache does not change. Subprocesses (the README and CLI tests) inherit it
-through the ``JAX_*`` environment variables.
+persistent cache does not change. The one subprocess (the 8-device sharding test)
+inherits the cache through the ``JAX_*`` environment variables; its programs' keys
+include their device assignment, so they do not collide with single-device entries.
 """
 
 from __future__ import annotations

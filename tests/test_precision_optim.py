@@ -66,29 +66,63 @@ def test_float64_adam_state_matches_the_float64_reference_where_float32_state_bl
     assert np.max(np.abs(expected[-1])) < 4 * lr
 
 
-def test_state_structure_is_the_inner_one_and_params_reach_the_inner_transform():
-    """Weight decay reads the params: they are cast too, and the state adds no nodes."""
+def test_state_structure_is_the_inner_one_and_params_reach_the_inner_transform_widened():
+    """Weight decay reads the params: the inner transform sees them (and the gradients)
+    in float64, the state adds no nodes, and integer leaves pass through as optax's."""
+    seen = {}
+
+    def record_dtypes():  # a transform that notes what it receives, then does nothing
+        def update(updates, state, params=None):
+            seen.setdefault("updates", updates["w"].dtype)  # the first call: the wrapper's
+            seen.setdefault("params", params["w"].dtype)
+            return updates, state
+
+        return optax.GradientTransformation(lambda p: optax.EmptyState(), update)
+
     rng = np.random.default_rng(1)
     params = {"w": jnp.asarray(rng.standard_normal((3, 4)), jnp.float32), "n": jnp.arange(3)}
-    grads = {"w": jnp.asarray(rng.standard_normal((3, 4)), jnp.float32), "n": jnp.zeros(3, int)}
-    inner = optax.chain(optax.add_decayed_weights(0.5), optax.scale(-0.1))
+    grads = {"w": jnp.asarray(rng.standard_normal((3, 4)), jnp.float32), "n": jnp.ones(3, int)}
+    inner = optax.chain(record_dtypes(), optax.add_decayed_weights(0.5), optax.scale(-0.1))
     tx = gj.with_state_dtype(inner, jnp.float64)
     with jax.enable_x64(True):
         state = tx.init(params)
         assert jax.tree.structure(state) == jax.tree.structure(inner.init(params))
         updates, _ = tx.update(grads, state, params)
+        plain, _ = inner.update(grads, inner.init(params), params)
+    assert seen == {"updates": jnp.float64, "params": jnp.float64}
     w64, g64 = (np.asarray(x, np.float64) for x in (params["w"], grads["w"]))
     np.testing.assert_allclose(updates["w"], -0.1 * (g64 + 0.5 * w64), rtol=1e-6)
-    assert updates["w"].dtype == jnp.float32 and updates["n"].dtype == grads["n"].dtype
+    assert updates["w"].dtype == jnp.float32
+    # integer leaves: the same update as the plain chain computes (not cast to int)
+    assert updates["n"].dtype == plain["n"].dtype
+    np.testing.assert_array_equal(updates["n"], plain["n"])
 
 
-def test_float64_state_without_x64_is_a_clear_error():
-    assert not jax.config.jax_enable_x64
+def test_extra_args_reach_an_inner_transform_that_takes_them_and_others_ignore_them():
+    def noted(updates, state, params=None, *, value):
+        return jax.tree.map(lambda u: u * value, updates), state
+
+    takes_value = optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), noted)
+    with jax.enable_x64(True):
+        w = jnp.ones(2, jnp.float32)
+        for inner, expected in [(takes_value, 3.0), (optax.scale(1.0), 1.0)]:
+            tx = optax.chain(gj.with_state_dtype(inner, jnp.float64), optax.identity())
+            u, _ = tx.update(w, tx.init(w), w, value=3.0)
+            np.testing.assert_array_equal(u, expected * np.ones(2))
+
+
+def test_float64_state_without_x64_and_narrowing_are_clear_errors():
     tx = gj.with_state_dtype(optax.adam(1e-3), jnp.float64)
-    with pytest.raises(ValueError, match=r"jax\.enable_x64"):
+    with jax.enable_x64(False), pytest.raises(ValueError, match=r"jax\.enable_x64"):
         tx.init(jnp.zeros(2))
+    with jax.enable_x64(True):
+        state = tx.init(jnp.zeros(2, jnp.float32))
+    with jax.enable_x64(False), pytest.raises(ValueError, match=r"jax\.enable_x64"):
+        tx.update(jnp.ones(2, jnp.float32), state)  # x64 switched off after init
     with pytest.raises(ValueError, match="float dtype"):
         gj.with_state_dtype(optax.adam(1e-3), jnp.int32)
+    with jax.enable_x64(True), pytest.raises(ValueError, match="would narrow parameters"):
+        gj.with_state_dtype(optax.adam(1e-3), jnp.float32).init(jnp.zeros(2, jnp.float64))
 
 
 def test_config_state_dtype_reaches_the_optimizer_and_silences_the_eps_warning():
@@ -106,17 +140,33 @@ def test_config_state_dtype_reaches_the_optimizer_and_silences_the_eps_warning()
         ],
     )
     assert config.needs_x64 and config.precision_warnings() == []
+    # The trainer's chain (inject_hyperparams → with_state_dtype → Adam, decoupled decay
+    # of 0, −lr) against the float64 reference: the second moment to float64 rounding,
+    # which needs β2 itself in float64 (a float32 0.99 is off by 1e-8, 1e-6 relative
+    # in 1 − β2), and the float32 updates to float32 rounding.
     opt = config.methods[0].optimizer
     tx = optimizer_factory(opt)(**initial_hyperparams(opt))
+    grads = _grad_sequence(np.random.default_rng(2), steps=4, shape=(16,))
+    expected = _np_adam(grads, opt.learning_rate, opt.b1, opt.b2, opt.eps)
+    nu_expected = np.zeros(16)
     with jax.enable_x64(True):
-        nu = tx.init(jnp.zeros(3, jnp.float32)).inner_state[0].nu
-    assert nu.dtype == jnp.float64
+        w = jnp.zeros(16, jnp.float32)
+        state = tx.init(w)
+        assert {v.dtype for v in state.hyperparams.values()} == {jnp.dtype("float64")}
+        for g, e in zip(grads, expected, strict=True):
+            u, state = jax.jit(tx.update)(jnp.asarray(g), state, w)
+            nu_expected = opt.b2 * nu_expected + (1 - opt.b2) * np.float64(g) ** 2
+            np.testing.assert_allclose(np.asarray(u, np.float64), e, rtol=1e-6)
+        nu = state.inner_state[0].nu
+        assert nu.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(nu), nu_expected, rtol=1e-12)
 
     result = run_experiment(config, progress=False)
     state = result.final_states[0]
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
     float_state = [x for x in jax.tree.leaves(state.opt_state.inner_state) if x.ndim > 1]
     assert float_state and {x.dtype for x in float_state} == {jnp.dtype("float64")}
+    assert state.opt_state.hyperparams["b2"].dtype == jnp.float64
     assert np.isfinite(result.history[0]["val_loss"][-1]).all()
 
     with pytest.raises(ValueError, match="state_dtype"):

@@ -30,13 +30,20 @@ __all__ = ["with_state_dtype"]
 
 
 def _cast(tree: Any, dtype: Any) -> Any:
-    """Floating leaves of ``tree`` cast to ``dtype``; other leaves unchanged."""
+    """Floating leaves of ``tree`` cast to ``dtype``; other leaves unchanged (optax
+    treats integer leaves as constants, and so does the inner transformation)."""
 
     def cast(x):
         x = jnp.asarray(x)
         return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
 
     return jax.tree.map(cast, tree)
+
+
+def _cast_back(update: jax.Array, grad: Any) -> jax.Array:
+    """A float update in its gradient's dtype; a non-float gradient's update as computed."""
+    grad_dtype = jnp.asarray(grad).dtype
+    return update.astype(grad_dtype) if jnp.issubdtype(grad_dtype, jnp.floating) else update
 
 
 def with_state_dtype(
@@ -48,10 +55,14 @@ def with_state_dtype(
       inner: any gradient transformation (typically a chain ending in ``scale_by_adam``).
       dtype: the float dtype of the computation and the state, e.g. ``jnp.float64``
         (which needs ``jax_enable_x64``; without it JAX would silently compute in
-        float32, so that is an error).
+        float32, so that is an error). It must be at least as wide as every float
+        leaf: narrowing (float64 parameters with float32 state) is an error, since it
+        would bring back the underflow this wrapper exists to avoid.
 
     Returns:
-      A transformation with ``inner``'s state structure, in ``dtype``.
+      A transformation with ``inner``'s state structure, in ``dtype``. It accepts extra
+      keyword arguments (:class:`optax.GradientTransformationExtraArgs`) and passes
+      them to ``inner`` when it takes them.
 
     Example: a float32 gradient of 1e-20 under Adam with ``eps = 1e-25``. In float32,
     ``v`` underflows to 0 and the step is ~1e6 times the learning rate; with float64
@@ -71,24 +82,33 @@ def with_state_dtype(
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"with_state_dtype: dtype must be a float dtype, got {dtype}.")
+    inner = optax.with_extra_args_support(inner)
 
-    def check_x64():
+    def check(tree, what):
         if dtype.itemsize == 8 and not jax.config.jax_enable_x64:
             raise ValueError(
                 f"with_state_dtype({dtype}) needs 64-bit JAX: wrap the code in "
                 "`with jax.enable_x64(True):` (the trainer does this when a method's "
                 "optimizer.state_dtype is 'float64')."
             )
+        for leaf in jax.tree.leaves(tree):
+            leaf_dtype = jnp.asarray(leaf).dtype
+            if jnp.issubdtype(leaf_dtype, jnp.floating) and leaf_dtype.itemsize > dtype.itemsize:
+                raise ValueError(
+                    f"with_state_dtype({dtype}) would narrow {what} of dtype {leaf_dtype}: "
+                    "it is meant to widen the optimizer's precision; pass a dtype at "
+                    f"least as wide as {leaf_dtype}."
+                )
 
     def init_fn(params):
-        check_x64()
+        check(params, "parameters")
         return inner.init(_cast(params, dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
-        check_x64()
+        check(updates, "updates")
         wide_params = None if params is None else _cast(params, dtype)
         wide, state = inner.update(_cast(updates, dtype), state, wide_params, **extra_args)
-        out = jax.tree.map(lambda u, g: u.astype(jnp.asarray(g).dtype), wide, updates)
+        out = jax.tree.map(_cast_back, wide, updates)
         return out, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

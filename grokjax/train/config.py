@@ -202,6 +202,7 @@ class ModelConfig:
 # Parameter/activation dtypes, and the loss precisions each normalizer supports
 # (StableMax in half precision is not a setting of Prieto et al.'s and is refused).
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 LOSS_DTYPES = {
     "softmax": ("float16", "float32", "float64"),
     "stablemax": ("float32", "float64"),
@@ -411,6 +412,13 @@ class ExperimentConfig:
             kind, dtype = self.method_loss(method)
             key = f"methods.{i}.loss_dtype" if method.loss_dtype else f"loss_dtype (methods.{i})"
             _choice(f"{key} for loss {kind!r}", dtype, list(LOSS_DTYPES[kind]))
+            state = method.optimizer.state_dtype
+            _check(
+                f"methods.{i}.optimizer.state_dtype",
+                not state or _BYTES[state] >= _BYTES[self.dtype],
+                f"'' or a dtype at least as wide as the parameters' dtype ({self.dtype!r})",
+                state,
+            )
         _choice("member_axis", self.member_axis, ["auto", "vmap", "map"])
         _check("unroll", self.unroll >= 1, ">= 1", self.unroll)
         _check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)

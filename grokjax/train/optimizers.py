@@ -25,7 +25,7 @@ import optax
 import grokjax as gj
 from grokjax.train.config import SWEEPABLE, OptimizerConfig
 
-__all__ = ["initial_hyperparams", "optimizer_factory"]
+__all__ = ["hyperparam_dtype", "initial_hyperparams", "optimizer_factory"]
 
 
 def _warmup(steps: int) -> Callable[[jnp.ndarray], jnp.ndarray]:
@@ -72,7 +72,16 @@ def optimizer_factory(cfg: OptimizerConfig) -> Callable[..., optax.GradientTrans
             inner = gj.with_state_dtype(inner, cfg.state_dtype)
         return _surge_collapse(cfg, inner)
 
-    return optax.inject_hyperparams(chain)
+    # Hyperparameters in the state's precision: with float64 state, Adam's bias
+    # corrections 1 − β^t are float64 too (a float32 β2 is off by ~1e-8).
+    wide = cfg.state_dtype == "float64"
+    return optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float64 if wide else None)
+
+
+def hyperparam_dtype(cfg: OptimizerConfig) -> jnp.dtype:
+    """The dtype the trainer stores a method's hyperparameters in: float32, or float64
+    with float64 optimizer state."""
+    return jnp.dtype(jnp.float64 if cfg.state_dtype == "float64" else jnp.float32)
 
 
 def _surge_collapse(cfg: OptimizerConfig, inner: optax.GradientTransformation):

@@ -29,7 +29,7 @@ from grokjax.data import (
 from grokjax.data.lm import token_corpus
 from grokjax.nn import MLP, Decoder, MambaLM
 from grokjax.train.config import ExperimentConfig, MethodConfig, ModelConfig
-from grokjax.train.optimizers import initial_hyperparams, optimizer_factory
+from grokjax.train.optimizers import hyperparam_dtype, initial_hyperparams, optimizer_factory
 
 __all__ = [
     "Group",
@@ -362,8 +362,9 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
         )
         rows_per_group.append(jnp.asarray([unique.index(seed) for seed, _ in group_members]))
         per_member = [initial_hyperparams(method.optimizer, hps) for _, hps in group_members]
+        hp_dtype = hyperparam_dtype(method.optimizer)
         hps_per_group.append(
-            {k: jnp.asarray([h[k] for h in per_member], jnp.float32) for k in per_member[0]}
+            {k: jnp.asarray([h[k] for h in per_member], hp_dtype) for k in per_member[0]}
         )
     initial = init_all(rows_per_group, hps_per_group)
     groups, states = [], []
