@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_stability import small  # (a + b) mod 11, AdamW eps 1e-25: runs in seconds
 
 import grokjax as gj
-from grokjax.train import apply_overrides, resolve, run_experiment
+from grokjax.train import run_experiment
 from grokjax.train.config import OptimizerConfig
 from grokjax.train.optimizers import initial_hyperparams, optimizer_factory
 
@@ -126,19 +127,7 @@ def test_float64_state_without_x64_and_narrowing_are_clear_errors():
 
 
 def test_config_state_dtype_reaches_the_optimizer_and_silences_the_eps_warning():
-    config = apply_overrides(
-        resolve("orthograd_quick"),
-        [
-            "data.p=11",
-            "data.train_fraction=0.5",
-            "model.hidden=[8]",
-            "batch_size=1000",
-            "eval_every=5",
-            "steps=10",
-            "methods=[{label='adamw', optimizer={learning_rate=0.01, b2=0.99, eps=1e-25, "
-            "decay='decoupled', warmup_steps=0, state_dtype='float64'}, seeds=[0]}]",
-        ],
-    )
+    config = small("methods.0.optimizer.state_dtype='float64'", "methods.0.seeds=[0]")
     assert config.needs_x64 and config.precision_warnings() == []
     # The trainer's chain (inject_hyperparams → with_state_dtype → Adam, decoupled decay
     # of 0, −lr) against the float64 reference: the second moment to float64 rounding,
