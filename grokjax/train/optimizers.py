@@ -5,8 +5,7 @@ The chain is, in order (each part only when configured)::
     Grokfast filter (ema | ma) → ⊥Grad → coupled L2 (wd·w added to the gradient)
       → Adam | SGD-momentum → decoupled decay (AdamW) → × min(k / warmup, 1) → × −lr
 
-computed in ``optimizer.state_dtype`` when that is set (:func:`grokjax.with_state_dtype`),
-
+computed in ``optimizer.state_dtype`` when that is set (:func:`grokjax.with_state_dtype`);
 and, with ``surge_collapse.schedule`` other than ``"none"``, the whole chain wrapped in
 :func:`grokjax.surge_collapse` (collapse / surge after the update). This
 reproduces PyTorch's ``Adam(weight_decay=wd)`` after a Grokfast filter (the
@@ -72,15 +71,13 @@ def optimizer_factory(cfg: OptimizerConfig) -> Callable[..., optax.GradientTrans
             inner = gj.with_state_dtype(inner, cfg.state_dtype)
         return _surge_collapse(cfg, inner)
 
-    # Hyperparameters in the state's precision: with float64 state, Adam's bias
-    # corrections 1 − β^t are float64 too (a float32 β2 is off by ~1e-8).
-    wide = cfg.state_dtype == "float64"
-    return optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float64 if wide else None)
+    return optax.inject_hyperparams(chain, hyperparam_dtype=hyperparam_dtype(cfg))
 
 
 def hyperparam_dtype(cfg: OptimizerConfig) -> jnp.dtype:
-    """The dtype the trainer stores a method's hyperparameters in: float32, or float64
-    with float64 optimizer state."""
+    """The dtype of a method's injected hyperparameters: float32, or float64 with float64
+    optimizer state (then Adam's bias corrections 1 − β^t are float64 too; a float32 β2
+    is off by ~1e-8)."""
     return jnp.dtype(jnp.float64 if cfg.state_dtype == "float64" else jnp.float32)
 
 
