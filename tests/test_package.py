@@ -49,6 +49,16 @@ def test_submodule_api(name):
     assert module in gj.__all__
 
 
+def test_ops_does_not_import_nn():
+    """ops/ sits below nn/: the scan's activation maths live in grokjax.ops.activations."""
+    imports_nn = re.compile(r"^\s*(from|import) grokjax(\.nn\b| import .*\bnn\b)", re.MULTILINE)
+    for path in (ROOT / "grokjax" / "ops").glob("*.py"):
+        assert not imports_nn.search(path.read_text()), path
+    from grokjax.ops import activations
+
+    assert gj.nn.swelu is activations.swelu and gj.nn.swish_k is activations.swish_k
+
+
 @pytest.mark.parametrize("name", PUBLIC_API)
 def test_public_api_is_exported_flat(name):
     assert callable(getattr(gj, name))

@@ -1,4 +1,5 @@
-"""Operations with more than one backend: the Mamba selective scan."""
+"""Operations with more than one backend: the Mamba selective scan (its gate's activation
+maths, SWELU and swish_k, in :mod:`grokjax.ops.activations`)."""
 
 from grokjax.ops.selective_scan import (
     BACKENDS,

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from grokjax.nn.activations import swelu
+from grokjax.ops.activations import swelu
 
 __all__ = ["BACKENDS", "GATES", "selective_scan", "selective_state_update"]
 
