@@ -8,9 +8,12 @@ import math
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
+from grokjax.nn import ActivationShape
 from grokjax.train import apply_overrides, resolve, run_experiment
 from grokjax.train.config import ConfigError
+from grokjax.train.state import init_groups
 from grokjax.viz.report import write_report
 
 TINY = [
@@ -55,10 +58,30 @@ def test_activations_train_side_by_side_in_one_program(run):
         assert np.all(final > 0) and np.all(final != 1.0)
 
 
-def test_same_seed_starts_from_the_same_non_activation_weights(run):
-    """A seed initialises the shared parameters identically whatever the activation."""
-    silu, swelu = (jax.tree_util.tree_flatten_with_path(s.params)[0] for s in run.final_states[:2])
-    assert len(swelu) == len(silu) + 4  # the four log_k leaves
+def test_same_seed_starts_from_the_same_non_activation_weights():
+    """The trainer's initial parameters (nothing trained): a seed gives every activation
+    variant the same weights apart from the activations' own ``log_k`` leaves, and the
+    two seeds give different random weights (so a shared key would fail here)."""
+    _, groups, states = init_groups(apply_overrides(resolve("mamba-swelu"), TINY))
+    assert [g.method.activation for g in groups] == ["silu", "swelu", "swish_k"]
+    assert all([seed for seed, _ in g.members] == [0, 1] for g in groups)
+    weights = []  # per method: path -> (members, ...) array of the non-activation weights
+    for g, state in enumerate(states):
+        flat = list(nnx.to_flat_state(state.params))
+        shapes = [path for path, v in flat if isinstance(v, ActivationShape)]
+        assert len(shapes) == (0 if g == 0 else 4)  # log_k at 2 sites × 2 layers; none for SiLU
+        weights.append(
+            {path: np.asarray(v[...]) for path, v in flat if not isinstance(v, ActivationShape)}
+        )
+    silu = weights[0]
+    for other in weights[1:]:
+        assert other.keys() == silu.keys()
+        for path, x in silu.items():
+            np.testing.assert_array_equal(other[path], x, err_msg=str(path))
+    random = [path for path in silu if path[-1] in ("kernel", "embedding")]
+    assert len(random) == 11  # 5 projections × 2 layers and the embedding
+    for path in random:
+        assert not np.array_equal(silu[path][0], silu[path][1]), path
 
 
 def test_report_compares_convergence_and_draws_k(run):
