@@ -17,7 +17,7 @@ from grokjax.viz.records import load_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# DESIGN.md §3 names that have landed (the rest arrive with their issues).
+# The public API, exported flat from the top-level package.
 PUBLIC_API = [
     "grokfast_ema",
     "grokfast_ma",
@@ -38,7 +38,7 @@ PUBLIC_API = [
     "target_entropy",
 ]
 
-# DESIGN.md §3 names reached through a submodule.
+# Public names reached through a submodule.
 SUBMODULE_API = ["nn.swelu", "nn.SWELU", "ops.selective_scan"]
 
 

@@ -58,9 +58,8 @@ def causal_depthwise_conv(x_BLE: jax.Array, kernel_KE: jax.Array, bias_E: jax.Ar
     The causal depthwise convolution of the block written as K shifted multiply-adds.
     Equal to ``nnx.Conv(E, E, (K,), padding=[(K − 1, 0)], feature_group_count=E)`` on
     its own kernel (``(K, 1, E)``), and much faster on the CPU, where XLA's grouped
-    convolution is slow, worst inside a loop: a training step of the ``mamba-swelu``
-    preset inside the trainer's loop over steps took 5.6× longer with it
-    (``python benchmarks/mamba_step.py``, 2-core CPU).
+    convolution is slow, worst inside a loop such as the trainer's loop over steps
+    (``benchmarks/mamba_step.py`` times both).
 
     >>> x = jnp.arange(4.0).reshape(1, 4, 1)
     >>> causal_depthwise_conv(x, jnp.array([[1.0], [10.0]]), jnp.zeros(1))[0, :, 0]

@@ -7,7 +7,7 @@ so the raw block input never reaches the output directly.
 
 Layout is batch-first: tokens ``(B, T)`` → logits ``(B, T, V)``. Inside, projections and
 the MLP act on operands flattened to ``(B·T, D)``: under XLA on the CPU, dots that keep
-extra batch dimensions ran about 2x slower in the backward pass.
+extra batch dimensions are slower in the backward pass.
 """
 
 from __future__ import annotations

@@ -112,10 +112,8 @@ def _scan_reference(dt, A, dtu, B, C):
         dt‾_t = Σ_n ḡ_t h_{t−1} a_t A                 Ā = Σ_{b,t} ḡ_t h_{t−1} a_t dt_t
 
     from the states the forward pass stored. Same memory as JAX's own reverse mode
-    (O(B·L·D·N)), and unlike it, it keeps its speed under ``vmap`` (the trainer's
-    member axis): one layer of the ``mamba-swelu`` preset, one member under ``vmap``,
-    2-core CPU: 122 ms forward+backward against 452 ms for JAX's transposed scan
-    (``python benchmarks/scan_backends.py --shape 64 64 128 16 --members 1``).
+    (O(B·L·D·N)), but unlike JAX's transposed scan it keeps its speed under ``vmap``
+    (the trainer's member axis; ``benchmarks/scan_backends.py --members 1`` times both).
     """
     y, h_last, _ = _scan_states(dt, A, dtu, B, C)
     return y, h_last

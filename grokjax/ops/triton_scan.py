@@ -8,9 +8,9 @@ tests swap in a launcher that runs the same kernels in Triton's interpreter thro
 CPU. The forward saves ``(B, ⌈L/CHUNK⌉, D, N)`` float32 state checkpoints as its only
 residual beyond the inputs; the backward's per-program partial sums are summed here.
 
-Not yet run on a GPU. jax-triton's ``triton_call`` may have no ``vmap`` rule: train
-Mamba members with ``member_axis = "map"`` (or the reference backend) until a GPU
-session has checked it.
+Untested on a GPU. jax-triton's ``triton_call`` may have no ``vmap`` rule: train
+Mamba members with ``member_axis = "map"`` (or the reference backend) until a ``vmap``
+of this backend has run on one.
 """
 
 from __future__ import annotations

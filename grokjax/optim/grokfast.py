@@ -59,8 +59,8 @@ class GrokfastMaState(NamedTuple):
         leaving: per leaf the buffer slot the *next* gradient overwrites (zeros until
             the window is full). It is a copy of ``window[count % window_size]``, read
             right after each write: a step that read a slot and then overwrote it would
-            make XLA copy the whole buffer every step (measured ~45x slower on the CPU,
-            ``benchmarks/grokfast_ma_state.py``).
+            make XLA copy the whole buffer every step (``benchmarks/grokfast_ma_state.py``
+            times both).
     """
 
     count: jax.Array
@@ -210,7 +210,7 @@ def grokfast_ma(
 
     The window is a ring buffer in the optax state, so the filter jits and vmaps.
     Its running sum is updated in O(parameters) per step in double-word arithmetic
-    instead of re-summing ``w`` buffers (which costs ~370x more on the CPU,
+    instead of re-summing ``w`` buffers (``w`` times the reads and adds per step,
     ``benchmarks/grokfast_ma_state.py``), and stays within an ulp of the exact window
     sum over any run, also when the gradient scale changes by orders of magnitude.
 

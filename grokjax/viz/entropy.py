@@ -136,7 +136,8 @@ def entropy_table(record: RunRecord) -> str:
 
 def entropy_findings(record: RunRecord) -> str:
     """One sentence per non-baseline method: at how many noise levels it ended with a
-    lower training and validation loss than the baseline, measured, not assumed."""
+    lower training and validation loss than the baseline, counted from the run's final
+    losses whichever way they fall."""
     base = record.methods[0]
     base_noise = member_noise(record, base)
     out = []
