@@ -1,4 +1,4 @@
-"""Shared test helpers: random gradient pytrees and a compile counter.
+"""Shared test helpers: random gradient pytrees and a compile counter; strict JAX settings.
 
 The suite shares one persistent XLA compilation cache: a temporary directory removed
 at exit, unless ``JAX_COMPILATION_CACHE_DIR`` names one already (then that is used and
@@ -33,6 +33,11 @@ if os.environ.get("GROKJAX_TEST_COMPILE_CACHE", "1") != "0":
         "jax_persistent_cache_min_compile_time_secs",
         float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
     )
+
+# Implicit rank promotion (e.g. (n,) + (n, 1) -> (n, n)) is an error in the whole
+# session, subprocesses included: broadcasts in the library must be spelled out.
+os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # Several leaves of different ranks, including a scalar and a nested dict.
 TREE_SHAPES = {"dense": {"w": (5, 3), "b": (3,)}, "emb": (7, 4, 2), "scale": ()}

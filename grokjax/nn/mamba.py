@@ -43,7 +43,8 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         normed = wide * jax.lax.rsqrt(jnp.mean(wide * wide, axis=-1, keepdims=True) + self.eps)
-        return (normed * self.weight[...]).astype(x.dtype)
+        weight = jax.lax.broadcast_to_rank(self.weight[...], normed.ndim)
+        return (normed * weight).astype(x.dtype)
 
 
 def _activation(name: str):
@@ -67,8 +68,8 @@ def causal_depthwise_conv(x_BLE: jax.Array, kernel_KE: jax.Array, bias_E: jax.Ar
     """
     k, length = kernel_KE.shape[0], x_BLE.shape[1]
     padded = jnp.pad(x_BLE, ((0, 0), (k - 1, 0), (0, 0)))
-    y = sum(padded[:, j : j + length] * kernel_KE[j] for j in range(k))
-    return y + bias_E
+    y = sum(padded[:, j : j + length] * kernel_KE[j][None, None] for j in range(k))
+    return y + bias_E[None, None]
 
 
 def _dt_bias(key: jax.Array, dim: int, dt_min: float, dt_max: float) -> jax.Array:

@@ -186,4 +186,4 @@ class MLP(nnx.Module):
         # mode="fill" turns ids >= n into NaN rows; negative ids would wrap, so move them there
         ids = jnp.where(ids < 0, kernel.shape[0], ids)
         h = jnp.take(kernel, ids, axis=0, mode="fill").sum(axis=-2)
-        return h if bias is None else h + bias
+        return h if bias is None else h + jax.lax.broadcast_to_rank(bias, h.ndim)

@@ -57,10 +57,11 @@ def apply_rope(x_BTHD: jax.Array, positions_T: ArrayLike, base: float = 10000.0)
     head_dim = x_BTHD.shape[-1]
     freqs_F = rope_frequencies(head_dim, base)
     positions = jnp.asarray(positions_T, jnp.float32)
-    angles_TF = positions[..., None] * freqs_F  # (..., T, D/2)
-    cos_T1F = jnp.cos(angles_TF)[..., None, :]  # broadcast over heads
-    sin_T1F = jnp.sin(angles_TF)[..., None, :]
+    angles_TF = positions[..., None] * jax.lax.broadcast_to_rank(freqs_F, positions.ndim + 1)
     pairs = x_BTHD.reshape(*x_BTHD.shape[:-1], head_dim // 2, 2).astype(jnp.float32)
     even, odd = pairs[..., 0], pairs[..., 1]
+    # (..., T, 1, D/2): broadcast over heads, and over leading dims that positions lack
+    cos_T1F = jax.lax.broadcast_to_rank(jnp.cos(angles_TF)[..., None, :], even.ndim)
+    sin_T1F = jax.lax.broadcast_to_rank(jnp.sin(angles_TF)[..., None, :], even.ndim)
     rotated = jnp.stack([even * cos_T1F - odd * sin_T1F, even * sin_T1F + odd * cos_T1F], -1)
     return rotated.reshape(x_BTHD.shape).astype(x_BTHD.dtype)

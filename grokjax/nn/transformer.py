@@ -70,7 +70,7 @@ def _dense_cols(layer: nnx.Linear, x_ND: jax.Array, start: int, stop: int) -> ja
     kernel = layer.kernel[...][:, start:stop]
     bias = layer.bias[...][start:stop]
     x_ND, kernel, bias = layer.promote_dtype((x_ND, kernel, bias), dtype=layer.dtype)
-    return x_ND @ kernel + bias
+    return x_ND @ kernel + bias[None]
 
 
 def _check_config(
@@ -369,7 +369,8 @@ class Decoder(nnx.Module):
         if self.position_embedding is not None:
             if self.seq_len < T:
                 raise ValueError(f"got {T} tokens per sequence, but seq_len is {self.seq_len}.")
-            x_BTD = x_BTD + self.position_embedding.embedding[...][:T].astype(x_BTD.dtype)
+            pos_TD = self.position_embedding.embedding[...][:T].astype(x_BTD.dtype)
+            x_BTD = x_BTD + pos_TD[None]
         for i, block in enumerate(self.blocks):
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
             last = last_only and i == len(self.blocks) - 1

@@ -79,7 +79,7 @@ def _discretise(u, delta, A, B, delta_bias, delta_softplus):
     f = _wide(u)
     dt = delta.astype(f)
     if delta_bias is not None:
-        dt = dt + delta_bias.astype(f)
+        dt = dt + lax.broadcast_to_rank(delta_bias.astype(f), dt.ndim)
     if delta_softplus:
         dt = jax.nn.softplus(dt)
     return dt, A.astype(f), (dt * u.astype(f)), B.astype(f)
@@ -92,7 +92,7 @@ def _scan_states(dt, A, dtu, B, C):
 
     def step(h, xs):
         dt_t, dtu_t, B_t, C_t = xs  # (B, D), (B, D), (B, N), (B, N)
-        h = jnp.exp(dt_t[..., None] * A) * h + dtu_t[..., None] * B_t[:, None, :]
+        h = jnp.exp(dt_t[..., None] * A[None]) * h + dtu_t[..., None] * B_t[:, None, :]
         return h, (jnp.einsum("bdn,bn->bd", h, C_t), h)
 
     time_major = [jnp.swapaxes(x, 0, 1) for x in (dt, dtu, B, C)]
@@ -133,7 +133,7 @@ def _scan_reference_bwd(residuals, cotangents):
         gh, gA = carry  # cotangent of h_t from the future; Ā so far
         dt_t, dtu_t, B_t, C_t, gy_t, h_t, hp_t = xs
         gh = gh + gy_t[..., None] * C_t[:, None, :]
-        a_t = jnp.exp(dt_t[..., None] * A)
+        a_t = jnp.exp(dt_t[..., None] * A[None])
         g_dtA = gh * hp_t * a_t  # cotangent of dt_t·A
         grads_t = (
             jnp.einsum("bdn,dn->bd", g_dtA, A),  # dt
@@ -156,7 +156,7 @@ _scan_reference.defvjp(_scan_reference_fwd, _scan_reference_bwd)
 
 def _scan_associative(dt, A, dtu, B, C):
     """The same recurrence as a parallel prefix over ``(a, b) ∘ (a', b') = (a a', a' b + b')``."""
-    a = jnp.exp(dt[..., None] * A)  # (B, L, D, N)
+    a = jnp.exp(dt[..., None] * A[None, None])  # (B, L, D, N)
     x = dtu[..., None] * B[:, :, None, :]
 
     def combine(left, right):
@@ -218,7 +218,7 @@ def selective_scan(
     y, h_last = scan(dt, A32, dtu, B32, C.astype(dt.dtype))
     f = _wide(u)
     if D is not None:
-        y = y + D.astype(f) * u.astype(f)
+        y = y + lax.broadcast_to_rank(D.astype(f), u.ndim) * u.astype(f)
     if gate != "none":
         y = y * _gate(z.astype(f), gate, gate_k)
     y = y.astype(u.dtype)
@@ -247,10 +247,10 @@ def selective_state_update(
         raise ValueError(f"gate={gate!r}: choose one of {GATES}.")
     dt, A32, dtu, B32 = _discretise(u, delta, A, B, delta_bias, delta_softplus)
     f = _wide(u)
-    new = jnp.exp(dt[..., None] * A32) * state.astype(f) + dtu[..., None] * B32[:, None, :]
+    new = jnp.exp(dt[..., None] * A32[None]) * state.astype(f) + dtu[..., None] * B32[:, None, :]
     y = jnp.einsum("bdn,bn->bd", new, C.astype(f))
     if D is not None:
-        y = y + D.astype(f) * u.astype(f)
+        y = y + lax.broadcast_to_rank(D.astype(f), u.ndim) * u.astype(f)
     if gate != "none":
         if z is None:
             raise ValueError(f"gate={gate!r} multiplies by gate(z): pass z, or use gate='none'.")
