@@ -25,7 +25,7 @@ import numpy as np
 
 from grokjax.train import run_experiment
 from grokjax.train.config import apply_overrides
-from grokjax.train.presets import resolve
+from grokjax.train.experiments import resolve
 
 
 def main() -> None:

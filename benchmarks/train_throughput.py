@@ -27,7 +27,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from grokjax.train import apply_overrides, resolve, run_experiment
+from grokjax.train import apply_overrides, resolve, run_experiment, select_methods
 from grokjax.train.state import init_groups
 from grokjax.train.step import (
     _member_eval,
@@ -52,18 +52,11 @@ def ema_config(members: int, eval_every: int, filter: str = "ema"):
     """The main job's data and model; ``members`` seeds of the Grokfast-EMA recipe
     (``filter="ma"``: the MA recipe, w 100, λ 5, wd 0.01)."""
     seeds = list(range(members))
-    recipe = (
-        "filter='ma', window_size=100, lamb=5.0, weight_decay=0.01"
-        if filter == "ma"
-        else "filter='ema', alpha=0.98, lamb=2.0, weight_decay=0.005"
-    )
+    # the main job's methods are [baseline, grokfast_ema, grokfast_ma]
+    method = resolve("grokfast_modmul").methods[2 if filter == "ma" else 1]
     return apply_overrides(
-        resolve("grokfast_modmul"),
-        [
-            f"methods=[{{label='grokfast_{filter}', optimizer={{{recipe}, b2=0.98}}, "
-            f"seeds={seeds}}}]",
-            f"eval_every={eval_every}",
-        ],
+        select_methods(resolve("grokfast_modmul"), [method.label]),
+        [f"methods.0.seeds={seeds}", f"eval_every={eval_every}"],
     )
 
 

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="train an experiment (default: grokfast_modmul)")
     run.add_argument(
-        "config", nargs="?", help="a built-in name, an experiments/ name or a .toml path"
+        "config", nargs="?", help="an experiment name (see `grokjax list`) or a .toml path"
     )
     run.add_argument(
         "--set",
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs/)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    commands.add_parser("list", help="list the configs `grokjax run` accepts")
+    commands.add_parser("list", help="list the experiments `grokjax run` accepts")
 
     report = commands.add_parser("report", help="redraw a run's figures and rewrite its report.md")
     report.add_argument("run_dir")
@@ -78,18 +78,29 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit(
                 "grokjax run --resume: the run keeps its own config; drop CONFIG and --only."
             )
-        result = resume_experiment(args.resume, steps=steps, progress=not args.no_progress)
+        from grokjax.train import load_config
+
+        _print_warnings(load_config(args.resume))
+        result = resume_experiment(
+            args.resume, steps=steps, progress=not args.no_progress, warn=False
+        )
     else:
         config = apply_overrides(resolve(args.config), args.overrides)
         if args.only:
             config = select_methods(config, args.only)
         run_dir = new_run_dir(config, args.runs_dir)
         print(f"{config.name}: writing {run_dir}")
-        result = run_experiment(config, run_dir=run_dir, progress=not args.no_progress)
+        _print_warnings(config)
+        result = run_experiment(config, run_dir=run_dir, progress=not args.no_progress, warn=False)
     report = write_report(result.run_dir, extra=_timing(result))
     print(report.read_text().split("## Figures")[0].rstrip())
     print(f"\nreport: {report}")
     return 0
+
+
+def _print_warnings(config) -> None:
+    for message in config.precision_warnings():
+        print(f"grokjax run: warning: {message}", file=sys.stderr)
 
 
 def _timing(result) -> str:
@@ -119,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             from grokjax.train import available
 
-            for name, source in available().items():
-                print(f"{name:<28} {source}")
+            for name, description in available().items():
+                print(f"{name:<28} {description}")
             return 0
         if args.command == "report":
             from grokjax.viz import write_report

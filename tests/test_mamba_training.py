@@ -26,9 +26,9 @@ TINY = [
     "tokens_per_param=0",
     "unroll=1",
     "steps=75",
-    "methods.0.optimizer.warmup_steps=0",
-    "methods.1.optimizer.warmup_steps=0",
-    "methods.2.optimizer.warmup_steps=0",
+    "methods.0.optimizer.0.learning_rate=2e-3",
+    "methods.1.optimizer.0.learning_rate=2e-3",
+    "methods.2.optimizer.0.learning_rate=2e-3",
 ]
 
 

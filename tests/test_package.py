@@ -157,7 +157,7 @@ def test_cli_run_report_resume_and_list(tmp_path, capsys):
     "argv,message",
     [
         (["run", "--set", "data.p=1"], "data.p = 1: must be an integer >= 2"),
-        (["run", "no_such_config"], "unknown config 'no_such_config'"),
+        (["run", "no_such_config"], "unknown experiment 'no_such_config'"),
         (["report", "/nonexistent/run"], "not found"),
         (["run", "orthograd_quick", "--only", "sgd"], "its methods are ['adamw', 'ortho_adamw']"),
     ],

@@ -10,9 +10,8 @@ import pytest
 from test_stability import small  # (a + b) mod 11, AdamW eps 1e-25: runs in seconds
 
 import grokjax as gj
-from grokjax.train import run_experiment
-from grokjax.train.config import OptimizerConfig
-from grokjax.train.optimizers import initial_hyperparams, optimizer_factory
+from grokjax.train import ConfigError, run_experiment
+from grokjax.train.state import method_optimizer
 
 
 def _np_adam(grads, lr, b1, b2, eps):
@@ -126,17 +125,35 @@ def test_float64_state_without_x64_and_narrowing_are_clear_errors():
         gj.with_state_dtype(optax.adam(1e-3), jnp.float32).init(jnp.zeros(2, jnp.float64))
 
 
+def _adam_state(state):
+    found = []
+    jax.tree.map(
+        lambda _: None,
+        state,
+        is_leaf=lambda n: (
+            found.append(n) or True if isinstance(n, optax.ScaleByAdamState) else False
+        ),
+    )
+    (adam,) = found
+    return adam
+
+
 def test_config_state_dtype_reaches_the_optimizer_and_silences_the_eps_warning():
-    config = small("methods.0.optimizer.state_dtype='float64'", "methods.0.seeds=[0]")
+    lr, b1, b2, eps = 0.01, 0.9, 0.99, 1e-25
+    adamw = f"{{transform='optax.adamw', learning_rate={lr}, b2={b2}, eps={eps}, weight_decay=0.0}}"
+    config = small(
+        "methods=[{label='adamw', seeds=[0], sweep={'optimizer.0.inner.0.b2'=[0.99]}, "
+        f"optimizer=[{{transform='grokjax.with_state_dtype', dtype='float64', inner=[{adamw}]}}]}}]"
+    )
     assert config.needs_x64 and config.precision_warnings() == []
-    # The trainer's chain (inject_hyperparams → with_state_dtype → Adam, decoupled decay
-    # of 0, −lr) against the float64 reference: the second moment to float64 rounding,
-    # which needs β2 itself in float64 (a float32 0.99 is off by 1e-8, 1e-6 relative
-    # in 1 − β2), and the float32 updates to float32 rounding.
-    opt = config.methods[0].optimizer
-    tx = optimizer_factory(opt)(**initial_hyperparams(opt))
+    # The trainer's chain (inject_hyperparams of the swept β2 → with_state_dtype → AdamW
+    # with decoupled decay 0) against the float64 reference: the second moment to
+    # float64 rounding, which needs the swept β2 itself in float64 (a float32 0.99 is
+    # off by 1e-8, 1e-6 relative in 1 − β2), and the float32 updates to float32 rounding.
+    opt = method_optimizer(config.methods[0])
+    tx = opt({"0.inner.0.b2": b2})
     grads = _grad_sequence(np.random.default_rng(2), steps=4, shape=(16,))
-    expected = _np_adam(grads, opt.learning_rate, opt.b1, opt.b2, opt.eps)
+    expected = _np_adam(grads, lr, b1, b2, eps)
     nu_expected = np.zeros(16)
     with jax.enable_x64(True):
         w = jnp.zeros(16, jnp.float32)
@@ -144,9 +161,9 @@ def test_config_state_dtype_reaches_the_optimizer_and_silences_the_eps_warning()
         assert {v.dtype for v in state.hyperparams.values()} == {jnp.dtype("float64")}
         for g, e in zip(grads, expected, strict=True):
             u, state = jax.jit(tx.update)(jnp.asarray(g), state, w)
-            nu_expected = opt.b2 * nu_expected + (1 - opt.b2) * np.float64(g) ** 2
+            nu_expected = b2 * nu_expected + (1 - b2) * np.float64(g) ** 2
             np.testing.assert_allclose(np.asarray(u, np.float64), e, rtol=1e-6)
-        nu = state.inner_state[0].nu
+        nu = _adam_state(state).nu
         assert nu.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(nu), nu_expected, rtol=1e-12)
 
@@ -155,8 +172,11 @@ def test_config_state_dtype_reaches_the_optimizer_and_silences_the_eps_warning()
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
     float_state = [x for x in jax.tree.leaves(state.opt_state.inner_state) if x.ndim > 1]
     assert float_state and {x.dtype for x in float_state} == {jnp.dtype("float64")}
-    assert state.opt_state.hyperparams["b2"].dtype == jnp.float64
+    assert state.opt_state.hyperparams["optimizer_0_inner_0_b2"].dtype == jnp.float64
     assert np.isfinite(result.history[0]["val_loss"][-1]).all()
 
-    with pytest.raises(ValueError, match="state_dtype"):
-        OptimizerConfig(state_dtype="float16").validate()
+    with pytest.raises(ConfigError, match=r"methods.0.optimizer.0.dtype = 'float16'"):
+        small(
+            "methods=[{label='a', optimizer=[{transform='grokjax.with_state_dtype', "
+            f"dtype='float16', inner=[{adamw}]}}]}}]"
+        )

@@ -21,8 +21,8 @@ SMALL = [
     "batch_size=1000",
     "eval_every=5",
     "steps=10",
-    "methods=[{label='adamw', optimizer={learning_rate=0.01, b2=0.99, eps=1e-25, "
-    "decay='decoupled', warmup_steps=0}, seeds=[0, 1]}]",
+    "methods=[{label='adamw', seeds=[0, 1], optimizer=[{transform='optax.adamw', "
+    "learning_rate=0.01, b2=0.99, eps=1e-25, weight_decay=0.0}]}]",
 ]
 
 
@@ -112,7 +112,7 @@ def test_float64_training_runs_in_float64_and_restores_x64():
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_parameters(dtype):
-    config = small(f"dtype='{dtype}'", "methods.0.optimizer.eps=1e-3")
+    config = small(f"dtype='{dtype}'", "methods.0.optimizer.0.eps=1e-3")
     result = run_experiment(config, progress=False)
     leaves = jax.tree.leaves(result.final_states[0].params)
     assert {x.dtype for x in leaves} == {jnp.dtype(dtype)}
@@ -252,7 +252,10 @@ def test_quick_orthograd_contrast_at_reduced_size():
 
 def test_methods_can_use_their_own_loss_and_precision():
     """One program, two groups: softmax CE in float32 and StableMax CE in float64."""
-    opt = "optimizer={learning_rate=0.01, b2=0.99, eps=1e-25, decay='decoupled', warmup_steps=0}"
+    opt = (
+        "optimizer=[{transform='optax.adamw', learning_rate=0.01, b2=0.99, eps=1e-25, "
+        "weight_decay=0.0}]"
+    )
     config = small(
         f"methods=[{{label='softmax32', {opt}, seeds=[0]}}, "
         f"{{label='stablemax64', loss='stablemax', loss_dtype='float64', {opt}, seeds=[0]}}]"
@@ -316,9 +319,11 @@ def test_tiny_adam_eps_in_float32_is_warned_about_and_the_hazard_is_real():
 
     config = small()
     (message,) = config.precision_warnings()
-    assert message.startswith("methods.0.optimizer.eps = 1e-25") and "dtype = 'float64'" in message
+    assert (
+        message.startswith("methods.0.optimizer.0.eps = 1e-25") and "dtype = 'float64'" in message
+    )
     with pytest.warns(RuntimeWarning, match="XLA flushes subnormals to zero"):
         run_experiment(config, progress=False)
     assert small("dtype='float64'").precision_warnings() == []
-    assert small("methods.0.optimizer.eps=1.1e-19").precision_warnings() == []
-    assert small("methods.0.optimizer.eps=1e-19").precision_warnings() != []
+    assert small("methods.0.optimizer.0.eps=1.1e-19").precision_warnings() == []
+    assert small("methods.0.optimizer.0.eps=1e-19").precision_warnings() != []

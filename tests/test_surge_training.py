@@ -89,10 +89,10 @@ def test_adaptive_controller_reads_the_entropy_in_the_trainer():
     cooldown + 1 updates; low = high = 1 pumps instead (and never collapses)."""
     cfg = small(
         "steps=200",
-        "methods.2.optimizer.surge_collapse.high=0.0",
-        "methods.2.optimizer.surge_collapse.low=0.0",
-        "methods.2.optimizer.surge_collapse.warmup=1",
-        "methods.2.optimizer.surge_collapse.cooldown=49",
+        "methods.2.optimizer.0.controller.high=0.0",
+        "methods.2.optimizer.0.controller.low=0.0",
+        "methods.2.optimizer.0.controller.warmup=1",
+        "methods.2.optimizer.0.controller.cooldown=49",
     )
     r = run_experiment(only(cfg, 2), progress=False)
     # fires at updates 1, 51, 101, 151 (cooldown 49 → one event every 50 updates)
@@ -101,10 +101,10 @@ def test_adaptive_controller_reads_the_entropy_in_the_trainer():
     np.testing.assert_array_equal(r.metric(0, "pumps")[-1], 0)
     cfg = small(
         "steps=200",
-        "methods.2.optimizer.surge_collapse.high=1.0",
-        "methods.2.optimizer.surge_collapse.low=1.0",
-        "methods.2.optimizer.surge_collapse.warmup=1",
-        "methods.2.optimizer.surge_collapse.cooldown=49",
+        "methods.2.optimizer.0.controller.high=1.0",
+        "methods.2.optimizer.0.controller.low=1.0",
+        "methods.2.optimizer.0.controller.warmup=1",
+        "methods.2.optimizer.0.controller.cooldown=49",
     )
     r = run_experiment(only(cfg, 2), progress=False)
     np.testing.assert_array_equal(r.metric(0, "pumps")[-1], 4)
@@ -134,8 +134,8 @@ def test_text_windows_train_and_learn(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("methods.0.optimizer.surge_collapse.schedule=sometimes", "surge_collapse.schedule"),
-        ("methods.0.optimizer.surge_collapse.sparsity=1.5", "surge_collapse.sparsity"),
+        ("methods.1.optimizer.0.schedule=sometimes", "schedule='sometimes': choose one of"),
+        ("methods.1.optimizer.0.sparsity=1.5", "sparsity=1.5: must be in"),
         ("methods.0.sweep.input_noise=[-0.1]", "methods.0.sweep.input_noise"),
         ("data.encoding=tokens", "data.encoding"),
         ("data.text_path=/no/such/file.txt", "text_path"),

@@ -24,7 +24,7 @@ def init_params(key):
 
 
 def loss_fn(params, x, y):
-    logits = jnp.tanh(x @ params["w1"]) @ params["w2"] + params["b"]
+    logits = jnp.tanh(x @ params["w1"]) @ params["w2"] + params["b"][None, :]
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 

@@ -113,13 +113,15 @@ def test_swept_hyperparameters_reach_their_members():
     result = run_experiment(
         tiny(
             "steps=8",
-            "methods=[{label='ema', seeds=[0], sweep={lamb=[0.0, 5.0]}, optimizer={filter='ema'}}]",
+            "methods=[{label='ema', seeds=[0], sweep={'optimizer.0.lamb'=[0.0, 5.0]}, "
+            "optimizer=[{transform='grokjax.grokfast_ema'}, "
+            "{transform='optax.adam', learning_rate=1e-3}]}]",
         ),
         progress=False,
     )
-    lambs = np.asarray(result.final_states[0].opt_state.hyperparams["lamb"])
+    lambs = np.asarray(result.final_states[0].opt_state.hyperparams["optimizer_0_lamb"])
     np.testing.assert_array_equal(lambs, [0.0, 5.0])
-    assert result.groups[0].member_name(1) == "ema[member 1: seed 0, lamb=5]"
+    assert result.groups[0].member_name(1) == "ema[member 1: seed 0, optimizer.0.lamb=5]"
     assert not np.allclose(
         result.metric(0, "train_loss")[:, 0], result.metric(0, "train_loss")[:, 1]
     )
@@ -145,10 +147,13 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
 def test_a_nan_member_stops_the_run_naming_member_and_step(tmp_path):
     config = tiny(
-        "steps=60", "methods=[{label='adam', seeds=[3], sweep={learning_rate=[1e-3, 1e30]}}]"
+        "steps=60",
+        "methods=[{label='adam', seeds=[3], sweep={'optimizer.0.learning_rate'=[1e-3, 1e30]}, "
+        "optimizer=[{transform='optax.adam', learning_rate=1e-3}]}]",
     )
     with pytest.raises(
-        TrainingDiverged, match=r"adam\[member 1: seed 3, learning_rate=1e\+30\].*step \d+"
+        TrainingDiverged,
+        match=r"adam\[member 1: seed 3, optimizer.0.learning_rate=1e\+30\].*step \d+",
     ):
         run_experiment(config, run_dir=tmp_path / "run", progress=False)
     # what was written before the divergence is kept
@@ -164,22 +169,25 @@ def test_bad_configs_name_the_key_and_the_allowed_values(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'widht'; allowed keys: \[.*'width'"):
         tiny("model.widht=3")
     with pytest.raises(
-        ConfigError, match=r"methods.0.optimizer.filter = 'fir'.*\['none', 'ema', 'ma'\]"
+        ConfigError, match=r"methods.1.optimizer.0.filter: grokjax.grokfast_ema has no keyword"
     ):
-        tiny("methods.0.optimizer.filter=fir")
+        tiny("methods.1.optimizer.0.filter=fir")
     with pytest.raises(ConfigError, match=r"model.width = 30: must be divisible by heads \(4\)"):
         tiny("model.width=30", "model.heads=4")
     with pytest.raises(ConfigError, match=r"steps = 'many': must be an integer"):
         tiny("steps=many")
     with pytest.raises(ConfigError, match="expected key=value"):
         tiny("steps")
-    with pytest.raises(ConfigError, match="unknown config 'nope'"):
+    with pytest.raises(ConfigError, match="unknown experiment 'nope'"):
         resolve("nope")
     bad = tmp_path / "bad.toml"
     bad.write_text(
-        'name = "x"\n[[methods]]\nlabel = "a"\nseeds = [0]\n[methods.optimizer]\nlr = 0.1\n'
+        'name = "x"\n[[methods]]\nlabel = "a"\nseeds = [0]\n'
+        'optimizer = [{ transform = "optax.adam", lr = 0.1 }]\n'
     )
-    with pytest.raises(ConfigError, match=r"bad.toml: methods.0.optimizer: unknown key 'lr'"):
+    with pytest.raises(
+        ConfigError, match=r"bad.toml: methods.0.optimizer.0.lr: optax.adam has no keyword 'lr'"
+    ):
         load_toml(str(bad))
 
 

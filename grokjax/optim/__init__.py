@@ -23,7 +23,18 @@ from grokjax.optim.surge_collapse import (
     zero_fraction,
 )
 
+# State types of transforms whose update skips costly work with a ``lax.cond`` on a
+# data-dependent predicate. Under ``vmap`` such a ``cond`` becomes a ``select`` that
+# runs both branches, so a trainer that can map members one by one (``lax.map``)
+# should map these updates instead of vmapping them.
+BRANCHING_STATES: tuple[type, ...] = (SurgeCollapseState,)
+# State types of transforms that may ask for Gaussian noise on the next batch's inputs
+# (Surge-Collapse's entropy pump; read with ``surge_collapse_input_noise``).
+INPUT_NOISE_STATES: tuple[type, ...] = (SurgeCollapseState,)
+
 __all__ = [
+    "BRANCHING_STATES",
+    "INPUT_NOISE_STATES",
     "EntropyControllerConfig",
     "EntropyControllerState",
     "GrokfastEmaState",

@@ -331,6 +331,10 @@ def surge_collapse(
         raise ValueError(f"schedule={schedule!r}: choose one of {_SCHEDULES}.")
     if moments not in _MOMENTS:
         raise ValueError(f"moments={moments!r}: choose one of {_MOMENTS}.")
+    if isinstance(sparsity, (int, float)) and not 0 <= sparsity <= 1:
+        raise ValueError(f"sparsity={sparsity}: must be in [0, 1] (a quantile of |p|).")
+    if isinstance(recovery, (int, float)) and not recovery >= 0:
+        raise ValueError(f"recovery={recovery}: must be >= 0 (the surge's noise scale).")
     if any(isinstance(n, int) and n < 0 for n in (collapse_every, surge_every)):
         raise ValueError(
             f"collapse_every={collapse_every}, surge_every={surge_every}: must be >= 0 "

@@ -1,13 +1,12 @@
 """The grokking trainer: configs, vmapped members, sharding, checkpoints, detection."""
 
+from grokjax.train.chain import Optimizer, resolve_callable
 from grokjax.train.checkpoint import CheckpointError, RunCheckpointer
 from grokjax.train.config import (
-    ConfigError,
     DataConfig,
     ExperimentConfig,
     MethodConfig,
     ModelConfig,
-    OptimizerConfig,
     apply_overrides,
     from_dict,
     load_toml,
@@ -15,6 +14,8 @@ from grokjax.train.config import (
     to_dict,
 )
 from grokjax.train.detect import GrokDetector
+from grokjax.train.errors import ConfigError
+from grokjax.train.experiments import DEFAULT, available, resolve
 from grokjax.train.loop import (
     RunResult,
     TrainingDiverged,
@@ -23,11 +24,9 @@ from grokjax.train.loop import (
     resume_experiment,
     run_experiment,
 )
-from grokjax.train.presets import DEFAULT, PRESETS, available, resolve
 
 __all__ = [
     "DEFAULT",
-    "PRESETS",
     "CheckpointError",
     "ConfigError",
     "DataConfig",
@@ -35,7 +34,7 @@ __all__ = [
     "GrokDetector",
     "MethodConfig",
     "ModelConfig",
-    "OptimizerConfig",
+    "Optimizer",
     "RunCheckpointer",
     "RunResult",
     "TrainingDiverged",
@@ -46,6 +45,7 @@ __all__ = [
     "load_toml",
     "new_run_dir",
     "resolve",
+    "resolve_callable",
     "resume_experiment",
     "run_experiment",
     "select_methods",

@@ -5,27 +5,31 @@ is an optimizer recipe trained for several seeds and, optionally, a grid of swep
 hyperparameters; its members (seeds × grid points) share one optimizer structure and
 run vmapped. All methods of an experiment run in one compiled program.
 
-Configs load from TOML files (``experiments/*.toml``) or built-in presets, and accept
+Configs load from TOML files (``experiments/*.toml``) and accept
 dotted overrides such as ``steps=2000``, ``data.p=23`` or ``methods.0.seeds=[0, 1]``.
 Every error names the offending key and what is allowed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import math
-import tomllib
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import tomli
 
-from grokjax.optim.surge_collapse import EntropyControllerConfig
+from grokjax.train.chain import Optimizer, check_update
+from grokjax.train.errors import ConfigError
 
 __all__ = [
     "ConfigError",
@@ -33,18 +37,12 @@ __all__ = [
     "ExperimentConfig",
     "MethodConfig",
     "ModelConfig",
-    "OptimizerConfig",
-    "SurgeCollapseConfig",
     "apply_overrides",
     "from_dict",
     "load_toml",
     "select_methods",
     "to_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A config value or key is invalid; the message names it and what is allowed."""
 
 
 def _choice(path: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -208,112 +206,18 @@ LOSS_DTYPES = {
     "stablemax": ("float32", "float64"),
 }
 
-# Optimizer fields that inject_hyperparams may sweep (floats); the rest are structural.
-SWEEPABLE = ("learning_rate", "b1", "b2", "eps", "weight_decay", "alpha", "lamb", "momentum")
-
-
-_CONTROLLER = EntropyControllerConfig()
-
-
-@dataclass(frozen=True)
-class SurgeCollapseConfig:
-    """Surge-Collapse around the optimizer (:func:`grokjax.surge_collapse`).
-
-    ``schedule``: ``"none"``, ``"fixed"`` (collapse every ``collapse_every`` updates,
-    surge every ``surge_every``) or ``"adaptive"`` (the entropy controller; its
-    thresholds ``high``/``low``/``smoothing``/``plateau_*``/``cooldown``/``warmup``/
-    ``pump_*`` are :class:`grokjax.EntropyControllerConfig`'s, a documented
-    reconstruction). ``moments``: ``"keep"`` (the source) or ``"reset"`` the inner
-    optimizer's moments at touched entries.
-    """
-
-    schedule: str = "none"
-    sparsity: float = 0.5
-    recovery: float = 0.1
-    collapse_every: int = 100
-    surge_every: int = 200
-    moments: str = "keep"
-    surge_only_pruned: bool = False
-    # the controller's fields, defaulting to EntropyControllerConfig's calibrated values
-    high: float = _CONTROLLER.high
-    low: float = _CONTROLLER.low
-    smoothing: float = _CONTROLLER.smoothing
-    plateau_window: int = _CONTROLLER.plateau_window
-    plateau_tolerance: float = _CONTROLLER.plateau_tolerance
-    cooldown: int = _CONTROLLER.cooldown
-    warmup: int = _CONTROLLER.warmup
-    pump_noise: float = _CONTROLLER.pump_noise
-    pump_steps: int = _CONTROLLER.pump_steps
-
-    def validate(self, path: str = "surge_collapse") -> None:
-        _choice(f"{path}.schedule", self.schedule, ["none", "fixed", "adaptive"])
-        _check(f"{path}.sparsity", 0 <= self.sparsity <= 1, "in [0, 1]", self.sparsity)
-        _check(f"{path}.recovery", self.recovery >= 0, ">= 0", self.recovery)
-        for name in ("collapse_every", "surge_every", "cooldown", "warmup", "pump_steps"):
-            _check(f"{path}.{name}", getattr(self, name) >= 0, ">= 0", getattr(self, name))
-        _choice(f"{path}.moments", self.moments, ["keep", "reset"])
-        _check(f"{path}.low", 0 <= self.low <= self.high, f"in [0, high={self.high}]", self.low)
-        _check(f"{path}.high", self.high <= 1, "<= 1 (normalised entropy)", self.high)
-        _check(f"{path}.smoothing", 0 <= self.smoothing < 1, "in [0, 1)", self.smoothing)
-        _check(f"{path}.plateau_window", self.plateau_window >= 2, ">= 2", self.plateau_window)
-        _check(
-            f"{path}.plateau_tolerance", self.plateau_tolerance >= 0, ">= 0", self.plateau_tolerance
-        )
-        _check(f"{path}.pump_noise", self.pump_noise >= 0, ">= 0", self.pump_noise)
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """An optimizer recipe: [Grokfast filter] → [⊥Grad] → Adam or SGD, with warm-up.
-
-    ``decay = "coupled"`` adds ``weight_decay·w`` to the gradient before Adam (PyTorch
-    ``Adam(weight_decay=…)``, the Grokfast paper's runs); ``"decoupled"`` is AdamW.
-    The learning rate is scaled by ``min(k / warmup_steps, 1)`` for update ``k = 0, 1, …``.
-    """
-
-    name: str = "adam"
-    learning_rate: float = 1e-3
-    b1: float = 0.9
-    b2: float = 0.98
-    eps: float = 1e-8
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    decay: str = "coupled"
-    warmup_steps: int = 10
-    filter: str = "none"
-    alpha: float = 0.98
-    lamb: float = 2.0
-    window_size: int = 100
-    filter_type: str = "mean"
-    filter_warmup: bool = True
-    orthograd: bool = False
-    state_dtype: str = ""  # "" = the parameters' dtype; "float64" = see with_state_dtype
-    surge_collapse: SurgeCollapseConfig = field(default_factory=SurgeCollapseConfig)
-
-    def validate(self, path: str = "optimizer") -> None:
-        _choice(f"{path}.name", self.name, ["adam", "sgd"])
-        _check(f"{path}.learning_rate", self.learning_rate >= 0, ">= 0", self.learning_rate)
-        _check(f"{path}.b1", 0 <= self.b1 < 1, "in [0, 1)", self.b1)
-        _check(f"{path}.b2", 0 <= self.b2 < 1, "in [0, 1)", self.b2)
-        _check(f"{path}.eps", self.eps >= 0, ">= 0", self.eps)
-        _check(f"{path}.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
-        _check(f"{path}.weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
-        _choice(f"{path}.decay", self.decay, ["coupled", "decoupled"])
-        _check(f"{path}.warmup_steps", self.warmup_steps >= 0, ">= 0", self.warmup_steps)
-        _choice(f"{path}.filter", self.filter, ["none", "ema", "ma"])
-        _check(f"{path}.alpha", 0 <= self.alpha <= 1, "in [0, 1]", self.alpha)
-        _check(f"{path}.window_size", self.window_size >= 1, ">= 1", self.window_size)
-        _choice(f"{path}.filter_type", self.filter_type, ["mean", "sum"])
-        _choice(f"{path}.state_dtype", self.state_dtype, ["", "float32", "float64"])
-        self.surge_collapse.validate(f"{path}.surge_collapse")
-
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """One optimizer recipe, trained for every seed × every point of ``sweep``."""
+    """One optimizer, trained for every seed × every point of ``sweep``.
+
+    ``optimizer`` is a list of transform specs (:mod:`grokjax.train.chain`). ``sweep``
+    maps ``"optimizer.<path>"`` (a float keyword, e.g. ``"optimizer.0.lamb"``) or
+    ``"input_noise"`` to the values its members take.
+    """
 
     label: str
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    optimizer: tuple[dict[str, Any], ...]
     seeds: tuple[int, ...] = (0,)
     sweep: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     loss: str = ""  # "" = the experiment's loss
@@ -323,23 +227,49 @@ class MethodConfig:
 
     def validate(self, path: str) -> None:
         _check(f"{path}.label", bool(self.label), "a non-empty string", self.label)
-        self.optimizer.validate(f"{path}.optimizer")
+        _check(f"{path}.optimizer", len(self.optimizer) >= 1, "a non-empty list", self.optimizer)
         _check(f"{path}.seeds", len(self.seeds) >= 1, "a non-empty list of ints", self.seeds)
         _check(f"{path}.seeds", len(set(self.seeds)) == len(self.seeds), "distinct", self.seeds)
         _check(f"{path}.input_noise", self.input_noise >= 0, ">= 0", self.input_noise)
         for name, values in self.sweep.items():
-            _choice(f"{path}.sweep key", name, [*SWEEPABLE, "input_noise"])
             _check(f"{path}.sweep.{name}", len(values) >= 1, "a non-empty list", values)
+            if name == "input_noise":
+                _check(f"{path}.sweep.{name}", min(values) >= 0, "a list of values >= 0", values)
+                continue
+            _check(
+                f"{path}.sweep key",
+                name.startswith("optimizer."),
+                "'input_noise' or 'optimizer.<index>.<keyword>'",
+                name,
+            )
+            current = self.build_optimizer().lookup(name.removeprefix("optimizer."))
+            _check(
+                f"{path}.sweep.{name}",
+                current is None or isinstance(current, float),
+                f"a float keyword (it is set to {current!r})",
+                list(values),
+            )
             for value in values:  # each swept value must itself be a valid setting
-                if name == "input_noise":
-                    _check(f"{path}.sweep.{name}", value >= 0, "a list of values >= 0", values)
-                    continue
-                dataclasses.replace(self.optimizer, **{name: value}).validate(
-                    f"{path}.sweep.{name}"
-                )
+                with _at(f"{path}.sweep"):
+                    self.build_optimizer()(self.swept_values(name, value))
+        with _at(path):
+            self.build_optimizer()(self.swept_values())  # the transforms' own checks
+
+    def build_optimizer(self, hyperparam_dtype: Any = jnp.float32) -> Optimizer:
+        """The method's :class:`~grokjax.train.chain.Optimizer` (swept keywords injected)."""
+        swept = tuple(
+            n.removeprefix("optimizer.") for n in sorted(self.sweep) if n.startswith("optimizer.")
+        )
+        return Optimizer(self.optimizer, swept, hyperparam_dtype)
+
+    def swept_values(self, name: str = "", value: float = 0.0) -> dict[str, float]:
+        """Static values of the swept optimizer keywords (each its first value; ``name``
+        set to ``value``), keyed by their paths inside ``optimizer``."""
+        values = {n: (value if n == name else v[0]) for n, v in self.sweep.items()}
+        return {n.removeprefix("optimizer."): v for n, v in values.items() if n != "input_noise"}
 
     def members(self) -> list[tuple[int, dict[str, float]]]:
-        """``(seed, swept hyperparameters)`` for every member, grid-major then seed."""
+        """``(seed, swept values)`` for every member, grid-major then seed."""
         names = sorted(self.sweep)
         grid = itertools.product(*(self.sweep[n] for n in names))
         return [
@@ -351,8 +281,25 @@ class MethodConfig:
         return float(hps.get("input_noise", self.input_noise))
 
     @property
-    def adaptive(self) -> bool:
-        return self.optimizer.surge_collapse.schedule == "adaptive"
+    def float64_state(self) -> bool:
+        """Whether a transform keeps its state in float64 (a ``dtype = "float64"``)."""
+        return any(
+            spec.get("dtype") == "float64" for _, spec in self.build_optimizer().transforms()
+        )
+
+
+class _at:
+    """Prefix ConfigErrors raised inside with ``path``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> None:
+        if isinstance(err, ConfigError) and not str(err).startswith(self.path):
+            raise ConfigError(f"{self.path}.{err}") from err
 
 
 @dataclass(frozen=True)
@@ -412,13 +359,18 @@ class ExperimentConfig:
             kind, dtype = self.method_loss(method)
             key = f"methods.{i}.loss_dtype" if method.loss_dtype else f"loss_dtype (methods.{i})"
             _choice(f"{key} for loss {kind!r}", dtype, list(LOSS_DTYPES[kind]))
-            state = method.optimizer.state_dtype
-            _check(
-                f"methods.{i}.optimizer.state_dtype",
-                not state or _BYTES[state] >= _BYTES[self.dtype],
-                f"'' or a dtype at least as wide as the parameters' dtype ({self.dtype!r})",
-                state,
-            )
+            for path, spec in method.build_optimizer().transforms():
+                state = spec.get("dtype")
+                _check(
+                    f"methods.{i}.optimizer.{path}.dtype",
+                    state is None or _BYTES.get(state, 0) >= _BYTES[self.dtype],
+                    f"a float dtype at least as wide as the parameters' ({self.dtype!r})",
+                    state,
+                )
+        extra = {"value": 1.0, **({"activation_entropy": 0.5} if self.tracks_entropy else {})}
+        for i, method in enumerate(self.methods):
+            with jax.enable_x64(True) if method.float64_state else contextlib.nullcontext():
+                check_update(method.build_optimizer(), extra, f"methods.{i}.optimizer")
         _choice("member_axis", self.member_axis, ["auto", "vmap", "map"])
         _check("unroll", self.unroll >= 1, ">= 1", self.unroll)
         _check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
@@ -430,14 +382,14 @@ class ExperimentConfig:
 
             tiny = float(ml_dtypes.finfo(self.dtype).smallest_normal)
             for i, method in enumerate(self.methods):
-                eps = method.optimizer.eps
-                _check(
-                    f"methods.{i}.optimizer.eps",
-                    eps == 0 or eps >= tiny,
-                    f"0 or >= {np.float32(tiny):.3g}, the smallest normal {self.dtype} (a "
-                    "smaller eps underflows and Adam divides by zero)",
-                    eps,
-                )
+                for path, eps in _eps_settings(method):
+                    _check(
+                        f"methods.{i}.optimizer.{path}",
+                        eps == 0 or eps >= tiny,
+                        f"0 or >= {np.float32(tiny):.3g}, the smallest normal {self.dtype} (a "
+                        "smaller eps underflows and Adam divides by zero)",
+                        eps,
+                    )
         lm, mamba = self.data.kind == "lm", self.model.kind == "mamba"
         _check("tokens_per_param", self.tokens_per_param >= 0, ">= 0", self.tokens_per_param)
         if self.tokens_per_param:
@@ -459,8 +411,8 @@ class ExperimentConfig:
             _check(
                 "model.kind",
                 self.model.kind == "mlp",
-                "'mlp' to track activation entropy (track_entropy or an adaptive "
-                "surge_collapse method); the entropy is of its last hidden layer",
+                "'mlp' to track activation entropy (track_entropy); the entropy is of its "
+                "last hidden layer",
                 self.model.kind,
             )
         if not vector:
@@ -468,7 +420,7 @@ class ExperimentConfig:
                 noisy = method.input_noise > 0 or "input_noise" in method.sweep
                 _check(
                     f"methods.{i}.input_noise",
-                    not noisy and not method.adaptive,
+                    not noisy,
                     "0 for token inputs (input noise and the entropy pump need vector inputs)",
                     method.input_noise,
                 )
@@ -485,8 +437,9 @@ class ExperimentConfig:
 
     @property
     def tracks_entropy(self) -> bool:
-        """Log activation/target entropy and Surge-Collapse events (also when adaptive)."""
-        return self.track_entropy or any(m.adaptive for m in self.methods)
+        """Log activation/target entropy and Surge-Collapse events, and pass the batch's
+        normalised activation entropy to the optimizer (``activation_entropy``)."""
+        return self.track_entropy
 
     def method_loss(self, method: MethodConfig) -> tuple[str, str]:
         """``(normalizer, loss dtype)`` of ``method``: its own, else the experiment's."""
@@ -497,7 +450,7 @@ class ExperimentConfig:
         """Whether parameters, any loss or any optimizer state are float64 (the run then
         enables ``jax_enable_x64``)."""
         dtypes = {self.dtype, self.loss_dtype} | {self.method_loss(m)[1] for m in self.methods}
-        dtypes |= {m.optimizer.state_dtype for m in self.methods}
+        dtypes |= {"float64" for m in self.methods if m.float64_state}
         return "float64" in dtypes
 
     def precision_warnings(self) -> list[str]:
@@ -507,12 +460,12 @@ class ExperimentConfig:
         XLA flushes subnormal floats to zero, so once a weight's gradient falls below
         ~1e-19 its second moment ``v`` is exactly 0 while its first moment ``m`` is not,
         and the weight steps by up to ``lr·|m|/eps`` (a jump of ``1e-19/eps`` in the
-        step size). Prieto et al.'s ``eps = 1e-25`` is such a setting. A method whose
-        ``optimizer.state_dtype`` is ``"float64"`` is safe (:func:`grokjax.with_state_dtype`).
+        step size). Prieto et al.'s ``eps = 1e-25`` is such a setting. A transform inside
+        ``grokjax.with_state_dtype`` with ``dtype = "float64"`` is safe.
 
         >>> from grokjax.train import resolve
-        >>> print(resolve("stability-quick").precision_warnings()[0][:64])
-        methods.0.optimizer.eps = 1e-25, methods.1.optimizer.eps = 1e-25
+        >>> print(resolve("stability-quick").precision_warnings()[0][:68])
+        methods.0.optimizer.0.eps = 1e-25, methods.1.optimizer.1.eps = 1e-25
         >>> resolve("grokfast_modmul").precision_warnings()
         []
         """
@@ -520,11 +473,10 @@ class ExperimentConfig:
             return []  # float64 state is far from underflow; half precision is validated
         floor = math.sqrt(float(np.finfo(np.float32).tiny))
         tiny_eps = [
-            f"methods.{i}.optimizer.eps = {m.optimizer.eps:g}"
+            f"methods.{i}.optimizer.{path} = {eps:g}"
             for i, m in enumerate(self.methods)
-            if m.optimizer.name == "adam"
-            and 0 < m.optimizer.eps < floor
-            and m.optimizer.state_dtype != "float64"
+            for path, eps in _eps_settings(m, skip_float64=True)
+            if 0 < eps < floor
         ]
         if not tiny_eps:
             return []
@@ -533,8 +485,9 @@ class ExperimentConfig:
             f"float32) ≈ {floor:.2g}. XLA flushes subnormals to zero, so once a weight's "
             "gradient falls below ~1e-19 Adam's second moment is exactly 0 while the first "
             "is not, and the weight steps by up to lr·|m|/eps (Prieto et al.'s StableMax "
-            "runs blow up this way once the loss nears 1e-13). Set optimizer.state_dtype "
-            f"= 'float64' (Adam in float64, parameters unchanged), dtype = 'float64' or "
+            "runs blow up this way once the loss nears 1e-13). Wrap the optimizer in "
+            '{ transform = "grokjax.with_state_dtype", dtype = "float64", inner = [...] } '
+            f"(its state in float64, parameters unchanged), set dtype = 'float64' or "
             f"eps >= {floor:.2g} to avoid it."
         ]
 
@@ -544,6 +497,19 @@ class ExperimentConfig:
     def eval_interval(self, num_train: int) -> int:
         """Steps between evaluations: ``eval_every`` or, when 0, one epoch."""
         return self.eval_every or self.steps_per_epoch(num_train)
+
+
+def _eps_settings(method: MethodConfig, skip_float64: bool = False) -> list[tuple[str, float]]:
+    """``(path, eps)`` of every transform that sets ``eps`` (optionally skipping those
+    inside a float64-state wrapper)."""
+    transforms = method.build_optimizer().transforms()
+    wide = [p for p, spec in transforms if spec.get("dtype") == "float64"]
+    return [
+        (f"{path}.eps", float(spec["eps"]))
+        for path, spec in transforms
+        if isinstance(spec.get("eps"), (int, float))
+        and not (skip_float64 and any(path.startswith(w + ".") for w in wide))
+    ]
 
 
 # --- dict / TOML conversion -----------------------------------------------------------
@@ -633,8 +599,8 @@ def load_toml(path: str) -> ExperimentConfig:
     """Read and validate an experiment config file."""
     with open(path, "rb") as f:
         try:
-            data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as err:
+            data = tomli.load(f)
+        except tomli.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from err
     try:
         return from_dict(ExperimentConfig, data)
@@ -644,8 +610,8 @@ def load_toml(path: str) -> ExperimentConfig:
 
 def _parse_value(text: str) -> Any:
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        return tomli.loads(f"v = {text}")["v"]
+    except tomli.TOMLDecodeError:
         return text  # a bare word is a string: --set data.op=x+y
 
 
@@ -668,6 +634,8 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
                 node = node[int(part)]
             elif isinstance(node, dict) and part in node and isinstance(node[part], (dict, list)):
                 node = node[part]
+            elif isinstance(node, dict) and part not in node and depth > 0:
+                node = node.setdefault(part, {})  # a table the config leaves out
             else:
                 raise ConfigError(f"override {key!r}: no table {'.'.join(parts[: depth + 1])!r}.")
         if isinstance(node, list):

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from grokjax.train.checkpoint import RunCheckpointer
 from grokjax.train.config import ExperimentConfig, from_dict, to_dict
 from grokjax.train.detect import GrokDetector
+from grokjax.train.errors import ConfigError
 from grokjax.train.mesh import group_shardings, member_mesh, place
 from grokjax.train.state import Group, init_groups
 from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis
@@ -114,7 +115,15 @@ def load_config(run_dir: str | pathlib.Path) -> ExperimentConfig:
     path = pathlib.Path(run_dir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a grokjax run directory?")
-    return from_dict(ExperimentConfig, json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    if any(isinstance(m.get("optimizer"), dict) for m in data.get("methods", [])):
+        raise ConfigError(
+            f"{path} was written by an older grokjax (an optimizer given as one table, "
+            "before optimizers became lists of transforms): this version cannot resume it. "
+            "Its metrics.jsonl and report stay readable (`grokjax report`); to continue, "
+            "start the experiment again."
+        )
+    return from_dict(ExperimentConfig, data)
 
 
 def run_experiment(
@@ -124,6 +133,7 @@ def run_experiment(
     resume: bool = False,
     progress: bool = True,
     devices: list[Any] | None = None,
+    warn: bool = True,
 ) -> RunResult:
     """Train every member of every method of ``config``; see the module docstring.
 
@@ -134,6 +144,8 @@ def run_experiment(
         progress: show a progress bar.
         devices: devices to lay members out on (default: all, when
             ``config.shard_members``; otherwise the first device only).
+        warn: issue :meth:`ExperimentConfig.precision_warnings` as ``RuntimeWarning``
+            (the command line prints them itself).
 
     Raises:
         TrainingDiverged: a member's loss or parameters became non-finite. Metrics up
@@ -144,7 +156,7 @@ def run_experiment(
     ``loss_dtype`` ``"float64"`` runs inside ``jax.enable_x64(True)`` (set before
     anything is traced; the caller's setting is restored afterwards).
     """
-    for message in config.precision_warnings():
+    for message in config.precision_warnings() if warn else []:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     with jax.enable_x64(True) if config.needs_x64 else contextlib.nullcontext():
         return _run(config, run_dir, resume, progress, devices)
@@ -290,6 +302,7 @@ def resume_experiment(
     steps: int | None = None,
     progress: bool = True,
     devices: list[Any] | None = None,
+    warn: bool = True,
 ) -> RunResult:
     """Continue the run in ``run_dir`` from its latest checkpoint, with its own config.
 
@@ -302,7 +315,9 @@ def resume_experiment(
         (pathlib.Path(run_dir) / "config.json").write_text(
             json.dumps(to_dict(config), indent=1) + "\n"
         )
-    return run_experiment(config, run_dir=run_dir, resume=True, progress=progress, devices=devices)
+    return run_experiment(
+        config, run_dir=run_dir, resume=True, progress=progress, devices=devices, warn=warn
+    )
 
 
 def _replay_row(result: RunResult, row: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+import grokjax as gj
 from grokjax.data import (
     byte_windows,
     gaussian_classification,
@@ -28,8 +29,8 @@ from grokjax.data import (
 )
 from grokjax.data.lm import token_corpus
 from grokjax.nn import MLP, Decoder, MambaLM
+from grokjax.train.chain import Optimizer, has_state
 from grokjax.train.config import ExperimentConfig, MethodConfig, ModelConfig
-from grokjax.train.optimizers import hyperparam_dtype, initial_hyperparams, optimizer_factory
 
 __all__ = [
     "Group",
@@ -68,7 +69,7 @@ class Task:
         """Model inputs and labels of rows ``idx``: table rows, or for a token stream the
         windows starting at ``idx`` (inputs ``(…, window)``, next-token labels)."""
         if self.window:
-            positions = idx[..., None] + jnp.arange(self.window)
+            positions = idx[..., None] + _trailing(jnp.arange(self.window), idx.ndim + 1)
             return self.inputs_N[positions], self.inputs_N[positions + 1]
         return self.encode(self.inputs_N[idx]), self.labels_N[idx]
 
@@ -81,14 +82,15 @@ class Task:
         """
         if not self.onehot_vocab:
             return inputs
-        return inputs + self.onehot_vocab * jnp.arange(inputs.shape[-1], dtype=inputs.dtype)
+        offsets = self.onehot_vocab * jnp.arange(inputs.shape[-1], dtype=inputs.dtype)
+        return inputs + _trailing(offsets, inputs.ndim)
 
     def dense(self, x: jax.Array) -> jax.Array:
         """Encoded rows as dense vectors ``(…, input_width)`` in the model's dtype (the
         one-hot rows written out; other inputs unchanged)."""
         if not self.onehot_vocab:
             return x
-        ids = x - self.onehot_vocab * jnp.arange(x.shape[-1], dtype=x.dtype)
+        ids = x - _trailing(self.onehot_vocab * jnp.arange(x.shape[-1], dtype=x.dtype), x.ndim)
         onehot = jax.nn.one_hot(ids, self.onehot_vocab, dtype=jnp.dtype(self.dtype))
         return onehot.reshape(*x.shape[:-1], -1)
 
@@ -100,6 +102,12 @@ class Task:
     @property
     def steps_per_epoch(self) -> int:
         return -(-self.num_train // self.batch_size)
+
+
+def _trailing(v: jax.Array, ndim: int) -> jax.Array:
+    """``v`` (1-D) with leading unit axes up to ``ndim``: an explicit broadcast along the
+    last axis (the tests make implicit rank promotion an error)."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)
 
 
 class GroupState(NamedTuple):
@@ -228,6 +236,21 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
     return task, splits
 
 
+def method_optimizer(method: MethodConfig) -> Optimizer:
+    """A method's optimizer; swept values in float64 when its state is float64 (then
+    e.g. Adam's bias corrections 1 − β^t are float64 too; a float32 β2 is off by ~1e-8)."""
+    dtype = jnp.float64 if method.float64_state else jnp.float32
+    return method.build_optimizer(dtype)
+
+
+def optimizer_key(seed: jax.Array, index: int) -> jax.Array:
+    """The key of a member's ``index``-th keyed transform (Surge-Collapse's surges):
+    ``fold_in(PRNGKey(seed), 2)``, then the index folded in for later ones (0 is the
+    sampling stream's salt 1 and the parameters' 0 apart)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
+    return key if index == 0 else jax.random.fold_in(key, index)
+
+
 def method_model(config: ExperimentConfig, method) -> ModelConfig:
     """The model a method trains: the experiment's, with the method's activation if set."""
     if method.activation:
@@ -320,13 +343,13 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
         v: nnx.split(nnx.eval_shape(lambda v=v: build_model(config, task, 0, v)))[0]
         for v in variants
     }
-    factories = [optimizer_factory(method.optimizer) for method in config.methods]
+    optimizers = [method_optimizer(method) for method in config.methods]
     members = [tuple(method.members()) for method in config.methods]
 
     unique = sorted(set(all_seeds))
 
     @jax.jit
-    def init_all(rows_per_group, hps_per_group):
+    def init_all(rows_per_group, values_per_group, keys_per_group):
         # each distinct (model, seed) once, then every group gathers its members' rows
         seeds_S = jnp.asarray(unique, jnp.uint32)
         params_S = {
@@ -334,47 +357,39 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
             for v in variants
         }
         out = []
-        for model, factory, rows, hps, keys in zip(
-            models, factories, rows_per_group, hps_per_group, surge_keys, strict=True
+        for model, opt, rows, values, keys in zip(
+            models, optimizers, rows_per_group, values_per_group, keys_per_group, strict=True
         ):
             params = jax.tree.map(lambda x, rows=rows: x[rows], params_S[model])
-            opt_state = jax.vmap(lambda p, h, f=factory: f(**h).init(p))(params, hps)
-            if keys is not None:  # each member surges with its own key
-                opt_state = optax.tree_utils.tree_set(
-                    opt_state,
-                    lambda path, _: (
-                        isinstance(path[-1], optax.tree_utils.NamedTupleKey)
-                        and path[-1].tuple_name == "SurgeCollapseState"
-                    ),
-                    key=keys,
-                )
+            opt_state = jax.vmap(lambda p, v, k, opt=opt: opt(v, k).init(p))(params, values, keys)
             out.append((params, opt_state))
         return out
 
-    rows_per_group, hps_per_group, surge_keys = [], [], []
-    for method, group_members in zip(config.methods, members, strict=True):
-        surge_keys.append(
-            jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 2))(
-                jnp.asarray([seed for seed, _ in group_members], jnp.uint32)
-            )
-            if method.optimizer.surge_collapse.schedule != "none"
-            else None
-        )
+    rows_per_group, values_per_group, keys_per_group = [], [], []
+    for opt, group_members in zip(optimizers, members, strict=True):
         rows_per_group.append(jnp.asarray([unique.index(seed) for seed, _ in group_members]))
-        per_member = [initial_hyperparams(method.optimizer, hps) for _, hps in group_members]
-        hp_dtype = hyperparam_dtype(method.optimizer)
-        hps_per_group.append(
-            {k: jnp.asarray([h[k] for h in per_member], hp_dtype) for k in per_member[0]}
+        values_per_group.append(
+            {
+                path: jnp.asarray(
+                    [hps[f"optimizer.{path}"] for _, hps in group_members], opt.hyperparam_dtype
+                )
+                for path in opt.swept
+            }
         )
-    initial = init_all(rows_per_group, hps_per_group)
+        seeds = jnp.asarray([seed for seed, _ in group_members], jnp.uint32)
+        keys_per_group.append(
+            [jax.vmap(lambda s, i=i: optimizer_key(s, i))(seeds) for i in range(opt.num_keys)]
+        )
+    initial = init_all(rows_per_group, values_per_group, keys_per_group)
     groups, states = [], []
-    for method, model, factory, group_members, (params, opt_state) in zip(
-        config.methods, models, factories, members, initial, strict=True
+    for method, model, opt, group_members, (params, opt_state) in zip(
+        config.methods, models, optimizers, members, initial, strict=True
     ):
         graphdef = graphdefs[model]
         features = _features_fn(graphdef) if config.tracks_entropy else None
         seeds = [seed for seed, _ in group_members]
-        tx = factory(**initial_hyperparams(method.optimizer))  # reads hyperparams from state
+        # the update reads swept values from the state: the first member's build serves all
+        tx = opt({p: group_members[0][1][f"optimizer.{p}"] for p in opt.swept})
         groups.append(
             Group(
                 method,
@@ -384,7 +399,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 _logits_fn(config.model.kind, graphdef),
                 config.method_loss(method),
                 features,
-                noisy=method.adaptive
+                noisy=has_state(opt_state, gj.optim.INPUT_NOISE_STATES)
                 or any(method.member_input_noise(h) > 0 for _, h in group_members),
                 dropout=model.dropout > 0,
             )

@@ -34,6 +34,7 @@ import optax
 from jax import lax
 
 import grokjax as gj
+from grokjax.train.chain import has_state
 from grokjax.train.state import Group, GroupState, Task
 
 __all__ = [
@@ -176,7 +177,7 @@ def _member_grads(
     first_epoch: jax.Array | None = None,
 ):
     """Gradient, ``[loss·count, correct, count(, H·count, H/ln W·count, H_target)]`` and
-    the normalised activation entropy (0 without tracking) of one member's batch.
+    the optimizer's extra arguments (see :func:`_member_update`) of one member's batch.
 
     ``member`` is ``(params, key, train_idx, perms, input_noise)`` (``perms`` may be
     ``None``).
@@ -205,21 +206,24 @@ def _member_grads(
     hits = (jnp.argmax(logits, -1) == y).reshape(y.shape[0], -1)  # (B, positions)
     correct = jnp.sum(jnp.mean(hits, axis=-1) * mask)
     stats = [mean_loss.astype(jnp.float32) * count, correct, count]
+    extra = {"value": mean_loss.astype(jnp.float32)}
     if not entropy:
-        return grads, jnp.stack(stats), jnp.zeros([], jnp.float32)
+        return grads, jnp.stack(stats), extra
     h = gj.activation_entropy(hidden, where=mask > 0)
     h_norm = h / math.log(hidden.shape[-1])
     h_target = gj.target_entropy(y, task.num_classes, where=mask > 0)
-    return grads, jnp.stack([*stats, h * count, h_norm * count, h_target]), h_norm
+    extra["activation_entropy"] = h_norm
+    return grads, jnp.stack([*stats, h * count, h_norm * count, h_target]), extra
 
 
-def _member_update(group: Group, grads, opt_state, params, entropy=None):
+def _member_update(group: Group, grads, opt_state, params, extra):
     """One optimizer update: ``(params, opt_state)`` after ``grads``.
 
-    With entropy tracking, ``entropy`` (the batch's normalised activation entropy)
-    reaches the optimizer as ``activation_entropy`` (Surge-Collapse's controller).
+    ``extra`` reaches the optimizer as optax extra arguments: ``value`` (the batch's
+    mean training loss, e.g. for ``optax.contrib.reduce_on_plateau``) and, with
+    entropy tracking, ``activation_entropy`` (the batch's normalised activation entropy,
+    e.g. for Surge-Collapse's controller). Transforms that take neither ignore them.
     """
-    extra = {} if group.features_fn is None else {"activation_entropy": entropy}
     updates, new_state = group.tx.update(grads, opt_state, params, **extra)
     # Half-precision moments meet float32 hyperparameters and widen: keep every state
     # leaf in the dtype it was initialised in (the parameters' dtype, as PyTorch does).
@@ -239,8 +243,8 @@ def _member_step(
     """One member's whole training step (the unbatched reference of a group step)."""
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     member = (state.params, state.key, state.train_idx, perms, sigma)
-    grads, stats, entropy = _member_grads(group, task, loss, member, step, first_epoch)
-    params, opt_state = _member_update(group, grads, state.opt_state, state.params, entropy)
+    grads, stats, extra = _member_grads(group, task, loss, member, step, first_epoch)
+    params, opt_state = _member_update(group, grads, state.opt_state, state.params, extra)
     return state._replace(params=params, opt_state=opt_state), stats
 
 
@@ -259,8 +263,8 @@ def _group_step(
 
     Only the gradient — the matmuls — runs under ``lax.map``: mapping the update too
     would slice each member's whole optimizer state out of the stacked state and write
-    it back every step, which for Grokfast-MA's 100-gradient window measured 2.5x
-    slower than EMA (8.3 vs 20.8 member-steps/s); the update is elementwise, so
+    it back every step, which is slow for large states such as Grokfast-MA's
+    100-gradient window (benchmarks/grokfast_ma_state.py); the update is elementwise, so
     vmapping it costs nothing.
     """
     # each member's input-noise σ: its own, plus what a Surge-Collapse pump asks for
@@ -268,16 +272,15 @@ def _group_step(
     members = (state.params, state.key, state.train_idx, perms, sigma)
     grads_fn = functools.partial(_member_grads, group, task, loss)
     if member_axis == "vmap":
-        grads, stats, entropy = jax.vmap(grads_fn, in_axes=(0, None, None))(
+        grads, stats, extra = jax.vmap(grads_fn, in_axes=(0, None, None))(
             members, step, first_epoch
         )
     else:
-        grads, stats, entropy = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
+        grads, stats, extra = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
     update = functools.partial(_member_update, group)
-    args = (grads, state.opt_state, state.params, entropy)
-    if member_axis == "map" and group.method.optimizer.surge_collapse.schedule != "none":
-        # Surge-Collapse skips its event code with a ``cond`` that vmap would turn into
-        # a ``select``, sorting every leaf on every step (measured ~20x slower).
+    args = (grads, state.opt_state, state.params, extra)
+    if member_axis == "map" and has_state(state.opt_state, gj.optim.BRANCHING_STATES):
+        # a ``cond`` that skips costly work would become a ``select`` under vmap
         params, opt_state = lax.map(lambda a: update(*a), args)
     else:
         params, opt_state = jax.vmap(update)(*args)
@@ -342,8 +345,8 @@ def _over_members(fn, member_axis: str):
 
     ``"map"`` (``lax.map``) keeps every matmul unbatched. On the CPU that is faster:
     a vmapped member axis turns each projection into a batched dot, which XLA runs
-    ~20-35% slower here (measured: one member 20.4 vs 27.2 steps/s, eight members
-    25.1 vs 28.0 member-steps/s). ``"vmap"`` suits accelerators and sharded members.
+    slower there (benchmarks/train_throughput.py). ``"vmap"`` suits accelerators and
+    sharded members.
     """
     if member_axis == "vmap":
         return lambda states, *shared: jax.vmap(fn, in_axes=(0,) + (None,) * len(shared))(

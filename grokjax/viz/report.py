@@ -154,13 +154,9 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
             "![entropy dynamics](plots/entropy.png)",
             "",
         ]
-        sc = [
-            m
-            for m in cfg["methods"]
-            if m["optimizer"].get("surge_collapse", {}).get("schedule", "none") == "adaptive"
-        ]
+        sc = [c for m in cfg["methods"] if (c := _adaptive_controller(m["optimizer"]))]
         if sc:
-            s = sc[0]["optimizer"]["surge_collapse"]
+            s = sc[0]
             lines += [
                 "The adaptive controller's thresholds are a reconstruction (the source gives "
                 f"its rules in words only): high {s['high']}, low {s['low']} (normalised "
@@ -187,3 +183,20 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
     path = pathlib.Path(run_dir) / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _adaptive_controller(optimizer) -> dict | None:
+    """The entropy controller's settings of an adaptive Surge-Collapse in a method's
+    optimizer (a list of transform specs; a run of an older version wrote one table)."""
+    from grokjax.optim import EntropyControllerConfig
+
+    if isinstance(optimizer, dict):  # older run folders
+        table = optimizer.get("surge_collapse", {})
+        return table if table.get("schedule") == "adaptive" else None
+    for spec in optimizer:
+        if spec.get("transform") == "grokjax.surge_collapse" and spec.get("schedule") == "adaptive":
+            return {**EntropyControllerConfig()._asdict(), **spec.get("controller", {})}
+        for value in spec.values():
+            if isinstance(value, list) and (found := _adaptive_controller(value)):
+                return found
+    return None
