@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 from grokjax.train import run_experiment
-from grokjax.train.config import apply_overrides
 from grokjax.train.experiments import resolve
+from grokjax.train.loading import apply_overrides
 
 
 def main() -> None:

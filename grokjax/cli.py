@@ -122,7 +122,7 @@ def _timing(result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from grokjax.train.config import ConfigError
+    from grokjax.errors import ConfigError
 
     try:
         if args.command == "run":

@@ -13,7 +13,8 @@ import tomli
 
 from grokjax.train import ConfigError, apply_overrides, resolve, run_experiment
 from grokjax.train.chain import Optimizer, keyed_transforms
-from grokjax.train.config import ExperimentConfig, from_dict
+from grokjax.train.config import ExperimentConfig
+from grokjax.train.loading import from_dict
 
 # The issue's form, exactly as written (TOML 1.1: a newline inside an inline table).
 GROKFAST_EMA = """

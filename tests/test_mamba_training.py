@@ -11,8 +11,7 @@ import pytest
 from flax import nnx
 
 from grokjax.nn import ActivationShape
-from grokjax.train import apply_overrides, resolve, run_experiment
-from grokjax.train.config import ConfigError
+from grokjax.train import ConfigError, apply_overrides, resolve, run_experiment
 from grokjax.train.state import init_groups
 from grokjax.viz.report import write_report
 

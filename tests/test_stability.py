@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from grokjax.analysis import numerical_stability
 from grokjax.train import apply_overrides, resolve, run_experiment
 from grokjax.train.state import init_groups
-from grokjax.train.step import _member_diagnostics
+from grokjax.train.step import member_probe_context
 
 # A one-hidden-layer MLP on (a + b) mod 11, full batch: runs take a second or two.
 SMALL = [
@@ -137,6 +138,10 @@ def test_task_feeds_one_hot_slots_as_positions_and_writes_them_out_densely():
     np.testing.assert_array_equal(np.asarray(dense, np.float64), _input_rows(task))
 
 
+def _diagnostics(group, task, loss, state):
+    return numerical_stability(member_probe_context(group, task, loss, state))
+
+
 def test_float16_softmax_loss_is_computed_in_float16():
     """Scale the logits so that correctly classified rows lead by ~12: exp(-12) is
     below float16's half-ulp of 1 but not float32's, so those losses are exactly 0 in
@@ -148,8 +153,8 @@ def test_float16_softmax_loss_is_computed_in_float16():
     assert right.any()
     scale = 12.0 / np.median(gap[right])
     state = state._replace(params=_scale_logits(state.params, scale))
-    half = _member_diagnostics(groups[0], task, ("softmax", "float16"), state)
-    single = _member_diagnostics(groups[0], task, ("softmax", "float32"), state)
+    half = _diagnostics(groups[0], task, ("softmax", "float16"), state)
+    single = _diagnostics(groups[0], task, ("softmax", "float32"), state)
     assert float(half["zero_loss_fraction"]) >= 0.5 * right.mean()
     assert float(half["zero_loss_fraction"]) > float(single["zero_loss_fraction"])
     assert float(half["sc_fraction"]) > float(single["sc_fraction"])
@@ -158,7 +163,7 @@ def test_float16_softmax_loss_is_computed_in_float16():
 def test_diagnostics_match_a_float64_reference_and_collapse():
     """SC fraction 0 at initialisation and 1 after scaling the logits up; every
     diagnostic equals an independent numpy computation on the training split."""
-    config = small("diagnostics=true")
+    config = small("probes=[{probe='grokjax.analysis.numerical_stability'}]")
     task, groups, states = init_groups(config)
     inputs, labels = _input_rows(task), np.asarray(task.labels_N)
     loss = ("softmax", "float32")
@@ -167,7 +172,7 @@ def test_diagnostics_match_a_float64_reference_and_collapse():
     # every row's runner-up ends up >= 200 below the top: exp(-200) is 0 in float32
     for scale, want_sc in [(1.0, 0.0), (200.0 / gap.min(), 1.0)]:
         state = fresh._replace(params=_scale_logits(fresh.params, scale))
-        got = _member_diagnostics(groups[0], task, loss, state)
+        got = _diagnostics(groups[0], task, loss, state)
         assert float(got["sc_fraction"]) == want_sc
 
         kernels = _kernels(state.params)
@@ -191,17 +196,18 @@ def test_diagnostics_match_a_float64_reference_and_collapse():
 def test_diagnostics_are_logged_per_member(tmp_path):
     import json
 
-    result = run_experiment(small("diagnostics=true"), run_dir=tmp_path / "run", progress=False)
+    config = small("probes=[{probe='grokjax.analysis.numerical_stability'}]")
+    result = run_experiment(config, run_dir=tmp_path / "run", progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 2  # 2 evaluations x 2 members
     want = {"sc_fraction", "zero_loss_fraction", "logit_norm", "weight_norm", "nlm_cos_mean"}
     assert want | {"nlm_cos/layers/0/kernel", "nlm_cos/layers/1/kernel"} <= rows[0].keys()
     assert result.compilations == 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["dtype"], config["loss_dtype"], config["diagnostics"]) == (
+    assert (config["dtype"], config["loss_dtype"], config["probes"]) == (
         "float32",
         "float32",
-        True,
+        [{"probe": "grokjax.analysis.numerical_stability"}],
     )
 
 
@@ -294,7 +300,7 @@ def test_stability_experiments_run(name, tmp_path):
     from grokjax.viz import write_report
 
     config = apply_overrides(resolve(name), ["steps=2", "eval_every=2", "checkpoint_every=0"])
-    assert config.diagnostics
+    assert {"probe": "grokjax.analysis.numerical_stability"} in config.probes
     result = run_experiment(config, run_dir=tmp_path / "run", progress=False)
     assert result.compilations == 1 and result.steps == [2]
     write_report(tmp_path / "run")

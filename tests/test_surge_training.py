@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from grokjax.train import apply_overrides, resolve, run_experiment
-from grokjax.train.config import ConfigError
+from grokjax.train import ConfigError, apply_overrides, resolve, run_experiment
 from grokjax.viz.report import write_report
 
 

@@ -2,20 +2,11 @@
 
 from grokjax.train.chain import Optimizer, resolve_callable
 from grokjax.train.checkpoint import CheckpointError, RunCheckpointer
-from grokjax.train.config import (
-    DataConfig,
-    ExperimentConfig,
-    MethodConfig,
-    ModelConfig,
-    apply_overrides,
-    from_dict,
-    load_toml,
-    select_methods,
-    to_dict,
-)
+from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
 from grokjax.train.errors import ConfigError
 from grokjax.train.experiments import DEFAULT, available, resolve
+from grokjax.train.loading import apply_overrides, from_dict, load_toml, select_methods, to_dict
 from grokjax.train.loop import (
     RunResult,
     TrainingDiverged,
@@ -24,16 +15,15 @@ from grokjax.train.loop import (
     resume_experiment,
     run_experiment,
 )
+from grokjax.train.method import MethodConfig
 
 __all__ = [
     "DEFAULT",
     "CheckpointError",
     "ConfigError",
-    "DataConfig",
     "ExperimentConfig",
     "GrokDetector",
     "MethodConfig",
-    "ModelConfig",
     "Optimizer",
     "RunCheckpointer",
     "RunResult",

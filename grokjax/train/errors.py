@@ -1,9 +1,7 @@
-"""The trainer's error types: each message names the thing that failed and the fix."""
+"""The trainer's error types (defined in :mod:`grokjax.errors`, shared by every layer)."""
 
 from __future__ import annotations
 
+from grokjax.errors import ConfigError
+
 __all__ = ["ConfigError"]
-
-
-class ConfigError(ValueError):
-    """A config value or key is invalid; the message names it and what is allowed."""

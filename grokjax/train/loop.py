@@ -31,9 +31,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from grokjax.train.checkpoint import RunCheckpointer
-from grokjax.train.config import ExperimentConfig, from_dict, to_dict
+from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
 from grokjax.train.errors import ConfigError
+from grokjax.train.loading import from_dict, to_dict
 from grokjax.train.mesh import group_shardings, member_mesh, place
 from grokjax.train.state import Group, init_groups
 from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis
@@ -190,16 +191,18 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
         group_shardings(s, g.size, mesh) for s, g in zip(states, groups, strict=True)
     ]
     # per group: methods may train model variants with their own activation shapes
-    names = [metric_names(s.params, config.diagnostics, config.tracks_entropy) for s in states]
+    probes = config.probe_functions()
+    names = [
+        metric_names(g, task, probes, s, config.tracks_entropy)
+        for g, s in zip(groups, states, strict=True)
+    ]
     metric_shardings = [
         {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in n}
         for g, n in zip(groups, names, strict=True)
     ]
     states = place(states, state_shardings)
     member_axis = resolve_member_axis(config.member_axis, len(devices))
-    fn = make_interval_fn(
-        groups, task, interval, member_axis, diagnostics=config.diagnostics, unroll=config.unroll
-    )
+    fn = make_interval_fn(groups, task, interval, member_axis, probes=probes, unroll=config.unroll)
     jitted = jax.jit(
         fn,
         donate_argnums=0,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,73 +34,38 @@ import optax
 from jax import lax
 
 import grokjax as gj
+from grokjax.analysis.probes import ProbeContext
+from grokjax.data.tasks import Task
 from grokjax.train.chain import has_state
-from grokjax.train.state import Group, GroupState, Task
+from grokjax.train.state import Group, GroupState
 
 __all__ = [
-    "DIAGNOSTICS",
     "ENTROPY_METRICS",
-    "METRICS",
     "batch_rows",
     "epoch_permutations",
-    "leaf_names",
     "make_interval_fn",
+    "member_probe_context",
     "metric_names",
 ]
 
-# Per member, per evaluation: computed in the compiled program.
-METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "finite")
-# With ``diagnostics``, on the member's whole training split (Prieto et al. 2025), plus
-# one ``nlm_cos/<leaf>`` per parameter leaf (see :func:`metric_names`).
-DIAGNOSTICS = ("sc_fraction", "zero_loss_fraction", "logit_norm", "weight_norm", "nlm_cos_mean")
-# With entropy tracking: interval means over the training batches (activation entropy
-# of the last hidden layer in nats and normalised by ln(width); label entropy in bits),
-# then at the evaluation the fraction of exactly-zero parameters and the cumulative
-# Surge-Collapse event counters (0 for methods without it).
-ENTROPY_METRICS = (
-    "act_entropy",
-    "act_entropy_norm",
-    "target_entropy",
-    "zero_fraction",
-    "collapses",
-    "surges",
-    "pumps",
-)
+# Interval means over the training batches with entropy tracking: the activation
+# entropy of the last hidden layer in nats and normalised by ln(width), and the label
+# entropy in bits.
+ENTROPY_METRICS = ("act_entropy", "act_entropy_norm", "target_entropy")
 _NOISE_SALT = 0x6E6F6973  # separates the input-noise stream from batch sampling
 _DROPOUT_SALT = 0x64726F70  # and the dropout stream from both
 
 
-def leaf_names(params) -> list[str]:
-    """``"layers/0/kernel"``-style names of the parameter leaves, in tree order."""
-
-    def name(key) -> str | None:
-        if isinstance(key, jax.tree_util.GetAttrKey):  # an nnx.Variable's ``.value``
-            return None if key.name == "value" else key.name
-        return str(getattr(key, "key", getattr(key, "idx", key)))
-
-    paths = jax.tree_util.tree_flatten_with_path(params)[0]
-    return ["/".join(n for k in path if (n := name(k)) is not None) for path, _ in paths]
-
-
-def activation_shapes(params) -> dict[str, jax.Array]:
-    """``k/<site>``: the value ``k = exp(log_k)`` of every learnable activation shape
-    (:class:`grokjax.nn.SWELU`, :class:`grokjax.nn.SwishK`) in ``params``."""
-    leaves = jax.tree.leaves(params)
-    return {
-        f"k/{name.removesuffix('/log_k')}": jnp.exp(leaf).astype(jnp.float32)
-        for name, leaf in zip(leaf_names(params), leaves, strict=True)
-        if name.endswith("log_k")
-    }
-
-
-def metric_names(params, diagnostics: bool, entropy: bool = False) -> tuple[str, ...]:
-    """The metrics an interval reports per member, in order."""
-    shapes = tuple(n for n in leaf_names(params) if n.endswith("log_k"))
-    names = METRICS + tuple(f"k/{n.removesuffix('/log_k')}" for n in shapes)
-    names += ENTROPY_METRICS if entropy else ()
-    if not diagnostics:
-        return names
-    return names + DIAGNOSTICS + tuple(f"nlm_cos/{n}" for n in leaf_names(params))
+def metric_names(
+    group: Group, task: Task, probes: Sequence[Callable], state: GroupState, entropy: bool
+) -> tuple[str, ...]:
+    """The metrics an interval reports for ``group``'s members, in order: training
+    means, validation loss and accuracy, ``finite``, then every probe's outputs."""
+    member = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
+    evaluated = jax.eval_shape(
+        functools.partial(_member_eval, group, task, group.loss, tuple(probes)), member
+    )
+    return ("train_loss", "train_acc", *(ENTROPY_METRICS if entropy else ()), *evaluated)
 
 
 def epochs_spanned(interval: int, steps_per_epoch: int) -> int:
@@ -287,56 +252,39 @@ def _group_step(
     return state._replace(params=params, opt_state=opt_state), stats
 
 
+def member_probe_context(
+    group: Group, task: Task, loss: tuple[str, str], state: GroupState
+) -> ProbeContext:
+    """One member's :class:`~grokjax.analysis.probes.ProbeContext` at an evaluation."""
+    return ProbeContext(
+        params=state.params,
+        opt_state=state.opt_state,
+        logits_fn=group.logits_fn,
+        loss_fn=functools.partial(_loss, *loss),
+        normalizer=loss[0],
+        loss_dtype=loss[1],
+        train=task.rows(state.train_idx),
+        val=task.rows(state.val_idx),
+    )
+
+
 def _member_eval(
-    group: Group, task: Task, loss: tuple[str, str], diagnostics: bool, state: GroupState
+    group: Group,
+    task: Task,
+    loss: tuple[str, str],
+    probes: tuple[Callable, ...],
+    state: GroupState,
 ) -> dict[str, jax.Array]:
-    x, y = task.rows(state.val_idx)
+    ctx = member_probe_context(group, task, loss, state)
+    x, y = ctx.val
     logits = group.logits_fn(state.params, x)
     out = {
         "val_loss": _mean(_loss(*loss, logits, y)),
         "val_acc": jnp.mean(jnp.argmax(logits, -1) == y),
         "finite": jnp.isfinite(optax.tree.norm(state.params)),
     }
-    out.update(activation_shapes(state.params))
-    if group.features_fn is not None:
-        events = gj.surge_collapse_events(state.opt_state)
-        out["zero_fraction"] = gj.zero_fraction(state.params)
-        out.update({k: events[k].astype(jnp.float32) for k in ("collapses", "surges", "pumps")})
-    if diagnostics:
-        out.update(_member_diagnostics(group, task, loss, state))
-    return out
-
-
-def _member_diagnostics(
-    group: Group, task: Task, loss: tuple[str, str], state: GroupState
-) -> dict[str, jax.Array]:
-    """Prieto et al.'s numerical-stability diagnostics on the whole training split.
-
-    ``sc_fraction``: Softmax Collapse fraction with the loss's normalizer, in the loss's
-    precision; ``zero_loss_fraction``: per-example losses exactly 0; ``logit_norm``: mean
-    L2 norm of the logits; ``weight_norm``: global L2 norm of the parameters;
-    ``nlm_cos/<leaf>``: cos(w, −∇L) per leaf, ∇L the full training-split gradient, and
-    ``nlm_cos_mean`` their mean.
-    """
-    x, y = task.rows(state.train_idx)
-
-    def train_loss(params):
-        logits = group.logits_fn(params, x)
-        losses = _loss(*loss, logits, y)
-        return _mean(losses), (logits, losses)
-
-    grads, (logits, losses) = jax.grad(train_loss, has_aux=True)(state.params)
-    kind, dtype = loss
-    cosines = jax.tree.leaves(gj.nlm_cosine(state.params, grads))
-    wide = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-    out = {
-        "sc_fraction": gj.softmax_collapse_fraction(logits, dtype=dtype, normalizer=kind),
-        "zero_loss_fraction": gj.zero_loss_fraction(losses),
-        "logit_norm": jnp.mean(jnp.linalg.norm(wide, axis=-1)),
-        "weight_norm": gj.global_weight_norm(state.params),
-        "nlm_cos_mean": jnp.mean(jnp.stack(cosines)),
-    }
-    out.update({f"nlm_cos/{n}": c for n, c in zip(leaf_names(state.params), cosines, strict=True)})
+    for probe in probes:
+        out.update(probe(ctx))
     return out
 
 
@@ -368,7 +316,7 @@ def make_interval_fn(
     interval: int,
     member_axis: str = "vmap",
     *,
-    diagnostics: bool = False,
+    probes: Sequence[Callable] = (),
     unroll: int = 1,
 ):
     """``fn(states, start_step) -> (states, metrics)`` for one evaluation interval.
@@ -378,14 +326,15 @@ def make_interval_fn(
     Jit it once (donating ``states``); calls differ only in ``start_step``.
     ``member_axis`` is ``"vmap"`` or ``"map"`` (see :func:`resolve_member_axis`).
     Each group computes its per-example losses with its own ``group.loss`` (normalizer,
-    dtype); means accumulate in at least float32. ``diagnostics`` adds
-    :data:`DIAGNOSTICS`. ``unroll`` steps run as straight-line code per iteration of
-    the interval's loop (``unroll = interval`` removes the loop; it costs compile time
-    and memory and pays only where XLA compiles an op worse inside a loop).
+    dtype); means accumulate in at least float32. ``probes`` (bound probe functions,
+    :mod:`grokjax.analysis.probes`) add their outputs. ``unroll`` steps run as
+    straight-line code per iteration of the interval's loop (``unroll = interval``
+    removes the loop; it costs compile time and memory and pays only where XLA compiles
+    an op worse inside a loop).
     """
     steps = [functools.partial(_group_step, g, task, g.loss, member_axis) for g in groups]
     evals = [
-        _over_members(functools.partial(_member_eval, g, task, g.loss, diagnostics), member_axis)
+        _over_members(functools.partial(_member_eval, g, task, g.loss, tuple(probes)), member_axis)
         for g in groups
     ]
 

@@ -1,0 +1,171 @@
+"""Probes: measurements taken inside the compiled training program at every evaluation.
+
+A probe is a pure function ``probe(ctx, **kwargs) -> dict[str, Array]`` of one
+member's :class:`ProbeContext`. Its scalars become columns of ``metrics.jsonl`` (named
+as returned); it runs under ``jit`` and the trainer's member axis, so it must be
+traceable and must return the same names and shapes at every evaluation. An
+experiment lists its probes by dotted name, with keyword arguments::
+
+    probes = [
+      { probe = "grokjax.analysis.activation_shapes" },
+      { probe = "grokjax.analysis.numerical_stability" },
+      { probe = "my_package.my_probe", k = 5 },
+    ]
+
+Adding a probe needs no change to the trainer: write the function, name it in a config.
+
+References:
+  Prieto et al. 2025, "Grokking at the Edge of Numerical Stability" (the
+  numerical-stability diagnostics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "ProbeContext",
+    "activation_shapes",
+    "leaf_names",
+    "numerical_stability",
+    "resolve_probe",
+    "surge_collapse_events",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeContext:
+    """What a probe sees of one member at an evaluation.
+
+    Attributes:
+      params: the member's parameters (a pytree).
+      opt_state: the member's optimizer state.
+      logits_fn: ``logits_fn(params, x) -> logits`` (the model, evaluation mode).
+      loss_fn: ``loss_fn(logits, labels) -> per-example losses``, with the method's
+        normalizer, computed in its loss dtype.
+      normalizer: ``"softmax"`` or ``"stablemax"``: what ``loss_fn`` normalises with.
+      loss_dtype: the dtype ``loss_fn`` computes in (``"float32"``, …).
+      train: ``(inputs, labels)`` of the member's whole training split.
+      val: ``(inputs, labels)`` of its validation split.
+    """
+
+    params: Any
+    opt_state: Any
+    logits_fn: Callable[[Any, jax.Array], jax.Array]
+    loss_fn: Callable[[jax.Array, jax.Array], jax.Array]
+    normalizer: str
+    loss_dtype: str
+    train: tuple[jax.Array, jax.Array]
+    val: tuple[jax.Array, jax.Array]
+
+
+def leaf_names(params: Any) -> list[str]:
+    """``"layers/0/kernel"``-style names of the parameter leaves, in tree order.
+
+    >>> leaf_names({"layers": [{"kernel": 1, "bias": 2}], "head": 3})
+    ['head', 'layers/0/bias', 'layers/0/kernel']
+    """
+
+    def name(key) -> str | None:
+        if isinstance(key, jax.tree_util.GetAttrKey):  # an nnx.Variable's ``.value``
+            return None if key.name == "value" else key.name
+        return str(getattr(key, "key", getattr(key, "idx", key)))
+
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    return ["/".join(n for k in path if (n := name(k)) is not None) for path, _ in paths]
+
+
+def _mean(x: jax.Array) -> jax.Array:
+    return jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
+
+
+def numerical_stability(ctx: ProbeContext) -> dict[str, jax.Array]:
+    """Prieto et al.'s diagnostics on the member's whole training split.
+
+    ``sc_fraction``: Softmax Collapse fraction with the loss's normalizer, in the loss's
+    precision; ``zero_loss_fraction``: per-example losses exactly 0; ``logit_norm``:
+    mean L2 norm of the logits; ``weight_norm``: global L2 norm of the parameters;
+    ``nlm_cos/<leaf>``: cos(w, −∇L) per leaf, ∇L the full training-split gradient, and
+    ``nlm_cos_mean`` their mean.
+    """
+    import grokjax as gj
+
+    x, y = ctx.train
+
+    def train_loss(params):
+        logits = ctx.logits_fn(params, x)
+        losses = ctx.loss_fn(logits, y)
+        return _mean(losses), (logits, losses)
+
+    grads, (logits, losses) = jax.grad(train_loss, has_aux=True)(ctx.params)
+    cosines = jax.tree.leaves(gj.nlm_cosine(ctx.params, grads))
+    wide = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    out = {
+        "sc_fraction": gj.softmax_collapse_fraction(
+            logits, dtype=ctx.loss_dtype, normalizer=ctx.normalizer
+        ),
+        "zero_loss_fraction": gj.zero_loss_fraction(losses),
+        "logit_norm": jnp.mean(jnp.linalg.norm(wide, axis=-1)),
+        "weight_norm": gj.global_weight_norm(ctx.params),
+        "nlm_cos_mean": jnp.mean(jnp.stack(cosines)),
+    }
+    names = leaf_names(ctx.params)
+    out.update({f"nlm_cos/{n}": c for n, c in zip(names, cosines, strict=True)})
+    return out
+
+
+def activation_shapes(ctx: ProbeContext) -> dict[str, jax.Array]:
+    """``k/<site>``: ``k = exp(log_k)`` of every learnable activation shape
+    (:class:`grokjax.nn.SWELU`, :class:`grokjax.nn.SwishK`); nothing for models
+    without one."""
+    leaves = jax.tree.leaves(ctx.params)
+    return {
+        f"k/{name.removesuffix('/log_k')}": jnp.exp(leaf).astype(jnp.float32)
+        for name, leaf in zip(leaf_names(ctx.params), leaves, strict=True)
+        if name.endswith("log_k")
+    }
+
+
+def surge_collapse_events(ctx: ProbeContext) -> dict[str, jax.Array]:
+    """``zero_fraction`` of the parameters and Surge-Collapse's cumulative ``collapses``,
+    ``surges`` and ``pumps`` (0 for an optimizer without it)."""
+    import grokjax as gj
+
+    events = gj.surge_collapse_events(ctx.opt_state)
+    out = {"zero_fraction": gj.zero_fraction(ctx.params)}
+    out.update({k: events[k].astype(jnp.float32) for k in ("collapses", "surges", "pumps")})
+    return out
+
+
+def resolve_probe(spec: Mapping[str, Any]) -> Callable[[ProbeContext], dict[str, jax.Array]]:
+    """The probe a config spec ``{ probe = "module.name", **kwargs }`` names, with its
+    keyword arguments bound. Raises ``ValueError`` naming what is wrong."""
+    name = spec.get("probe")
+    if not isinstance(name, str) or "." not in name:
+        raise ValueError(f"probe = {name!r}: give a dotted name, e.g. 'grokjax.analysis.X'.")
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"probe = {name!r}: cannot import {module_name!r} ({err}).") from err
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"probe = {name!r}: {module_name} has no function {attr!r}.")
+    kwargs = {k: v for k, v in spec.items() if k != "probe"}
+    params = inspect.signature(fn).parameters
+    accepted = [n for n in params if n != next(iter(params))]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise ValueError(
+            f"{unknown[0]}: probe {name} has no keyword {unknown[0]!r}; its keywords are "
+            f"{accepted}."
+        )
+    return functools.partial(fn, **kwargs)

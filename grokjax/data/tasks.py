@@ -1,0 +1,370 @@
+"""Tasks: a data kind's config, its arrays on the device, and how the trainer reads them.
+
+An experiment's ``[data]`` table names a ``kind``; each kind is one small frozen
+dataclass here, validated in one place, that builds a :class:`Task` (the whole data
+set on the device plus the static facts a training step needs) and every seed's split.
+A new data set is a new kind in :data:`DATA_KINDS`; the trainer does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grokjax.errors import check, choice
+
+__all__ = [
+    "DATA_KINDS",
+    "GaussianData",
+    "LMData",
+    "ModularData",
+    "SparseParityData",
+    "Task",
+    "TextWindowData",
+]
+
+
+def _trailing(v: jax.Array, ndim: int) -> jax.Array:
+    """``v`` (1-D) with leading unit axes up to ``ndim``: an explicit broadcast along the
+    last axis."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)
+
+
+@dataclass(frozen=True)
+class Task:
+    """The whole data set on the device, plus the static facts the step needs."""
+
+    # (N, T) int32 tokens, (N, F) float vectors, or (N, K) int32 one-hot slot ids (the
+    # operands x, y of modular "onehot"; the bytes of a window)
+    inputs_N: jax.Array
+    labels_N: jax.Array  # (N,) int32
+    num_train: int
+    num_val: int
+    num_classes: int
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    sampling: str
+    # > 0: row slots are ids in [0, onehot_vocab), the model input their concatenated
+    # one-hot rows (modular "onehot" operands, byte windows), given to the model as the
+    # positions of the ones (the MLP gathers weight rows); see encode and dense
+    onehot_vocab: int = 0
+    dtype: str = "float32"  # the model's input dtype for vector inputs
+    window: int = 0  # > 0: a token stream; row i is the window inputs_N[i : i + window + 1]
+
+    def rows(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Model inputs and labels of rows ``idx``: table rows, or for a token stream the
+        windows starting at ``idx`` (inputs ``(…, window)``, next-token labels)."""
+        if self.window:
+            positions = idx[..., None] + _trailing(jnp.arange(self.window), idx.ndim + 1)
+            return self.inputs_N[positions], self.inputs_N[positions + 1]
+        return self.encode(self.inputs_N[idx]), self.labels_N[idx]
+
+    def encode(self, inputs: jax.Array) -> jax.Array:
+        """A batch of rows as the model reads them.
+
+        For one-hot slots, slot ``k``'s id ``i`` becomes position ``k·V + i`` of the
+        flattened one-hot row (``V = onehot_vocab``): int32 ``(…, K)``, which
+        :class:`grokjax.nn.MLP` reads as that row; :meth:`dense` writes it out.
+        """
+        if not self.onehot_vocab:
+            return inputs
+        offsets = self.onehot_vocab * jnp.arange(inputs.shape[-1], dtype=inputs.dtype)
+        return inputs + _trailing(offsets, inputs.ndim)
+
+    def dense(self, x: jax.Array) -> jax.Array:
+        """Encoded rows as dense vectors ``(…, input_width)`` in the model's dtype (the
+        one-hot rows written out; other inputs unchanged)."""
+        if not self.onehot_vocab:
+            return x
+        ids = x - _trailing(self.onehot_vocab * jnp.arange(x.shape[-1], dtype=x.dtype), x.ndim)
+        onehot = jax.nn.one_hot(ids, self.onehot_vocab, dtype=jnp.dtype(self.dtype))
+        return onehot.reshape(*x.shape[:-1], -1)
+
+    @property
+    def input_width(self) -> int:
+        """Width of a vector input row as the model reads it (after :meth:`encode`)."""
+        return self.inputs_N.shape[1] * (self.onehot_vocab or 1)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.num_train // self.batch_size)
+
+
+def _fraction(path: str, value: float) -> None:
+    check(f"{path}.train_fraction", 0.0 < value < 1.0, "strictly between 0 and 1", value)
+
+
+def _table_task(
+    splits: dict[int, Any],
+    inputs: np.ndarray,
+    onehot_vocab: int,
+    vocab_size: int,
+    num_classes: int,
+    batch_size: int,
+    sampling: str,
+    dtype: str,
+) -> Task:
+    table = next(iter(splits.values()))
+    return Task(
+        inputs_N=jnp.asarray(inputs),
+        labels_N=jnp.asarray(table.labels_N, jnp.int32),
+        num_train=table.num_train,
+        num_val=table.num_val,
+        num_classes=num_classes,
+        vocab_size=vocab_size,
+        seq_len=inputs.shape[1],
+        batch_size=batch_size,
+        sampling=sampling,
+        onehot_vocab=onehot_vocab,
+        dtype=dtype,
+    )
+
+
+@dataclass(frozen=True)
+class ModularData:
+    """The table of ``x op y mod p`` (Power et al. 2022) for ``y ≥ y_min``, as
+    ``encoding`` ``"tokens"`` (x, op, y, =), ``"tokens_no_op"`` or ``"onehot"``
+    (one-hot x ⊕ one-hot y). Each member's seed splits its own way."""
+
+    kind: str = "modular"
+    op: str = "x*y"
+    p: int = 97
+    train_fraction: float = 0.5
+    y_min: int = 0
+    encoding: str = "tokens"
+
+    def validate(self, path: str = "data") -> None:
+        from grokjax.data.modular import OPERATIONS
+
+        _fraction(path, self.train_fraction)
+        choice(f"{path}.op", self.op, list(OPERATIONS))
+        check(f"{path}.p", self.p >= 2, "an integer >= 2", self.p)
+        check(f"{path}.y_min", 0 <= self.y_min < self.p, "in [0, p)", self.y_min)
+        choice(f"{path}.encoding", self.encoding, ["tokens", "tokens_no_op", "onehot"])
+
+    @property
+    def input_kind(self) -> str:
+        return "vector" if self.encoding == "onehot" else "tokens"
+
+    @property
+    def num_classes(self) -> int:
+        return self.p
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data.modular import modular_arithmetic
+
+        splits = {
+            s: modular_arithmetic(self.op, self.p, self.train_fraction, s, y_min=self.y_min)
+            for s in sorted(set(seeds))
+        }
+        table = next(iter(splits.values()))
+        if self.encoding == "onehot":  # onehot(x) ⊕ onehot(y) as the ids (x, y)
+            inputs, onehot_vocab = np.stack([table.x_N, table.y_N], axis=1), self.p
+        else:
+            inputs, onehot_vocab = table.inputs(self.encoding), 0
+        vocab = table.vocab_size(self.encoding)
+        task = _table_task(splits, inputs, onehot_vocab, vocab, self.p, batch_size, sampling, dtype)
+        return task, splits
+
+
+@dataclass(frozen=True)
+class SparseParityData:
+    """``num_samples`` distinct vectors of ``parity_bits`` + ``noise_bits`` bits drawn
+    with ``sample_seed``, labelled by the parity of the first ``parity_bits`` (Barak et
+    al. 2022)."""
+
+    kind: str = "sparse_parity"
+    parity_bits: int = 3
+    noise_bits: int = 40
+    num_samples: int = 2000
+    sample_seed: int = 0
+    train_fraction: float = 0.5
+    encoding: str = "bits"
+    input_kind: ClassVar[str] = "vector"
+    num_classes: ClassVar[int] = 2
+
+    def validate(self, path: str = "data") -> None:
+        _fraction(path, self.train_fraction)
+        choice(f"{path}.encoding", self.encoding, ["bits"])
+        check(f"{path}.parity_bits", self.parity_bits >= 1, ">= 1", self.parity_bits)
+        check(f"{path}.noise_bits", self.noise_bits >= 0, ">= 0", self.noise_bits)
+        check(
+            f"{path}.num_samples",
+            2 <= self.num_samples <= 2 ** (self.parity_bits + self.noise_bits),
+            "in [2, 2**(parity_bits + noise_bits)]",
+            self.num_samples,
+        )
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data.parity import sparse_parity
+
+        splits = {
+            s: sparse_parity(
+                self.parity_bits,
+                self.noise_bits,
+                self.num_samples,
+                self.train_fraction,
+                s,
+                sample_seed=self.sample_seed,
+            )
+            for s in sorted(set(seeds))
+        }
+        table = next(iter(splits.values()))
+        inputs = table.inputs(self.encoding).astype(jnp.dtype(dtype))  # the model's precision
+        vocab = table.vocab_size(self.encoding)
+        return _table_task(splits, inputs, 0, vocab, 2, batch_size, sampling, dtype), splits
+
+
+@dataclass(frozen=True)
+class GaussianData:
+    """Surge-Collapse's source data: ``x ~ N(0, I_features)`` with labels uniform over
+    ``classes``, ``num_samples`` rows drawn with ``sample_seed``."""
+
+    kind: str = "gaussian"
+    num_samples: int = 2000
+    features: int = 128
+    classes: int = 128
+    sample_seed: int = 0
+    train_fraction: float = 0.5
+    encoding: str = "dense"
+    input_kind: ClassVar[str] = "vector"
+
+    def validate(self, path: str = "data") -> None:
+        _fraction(path, self.train_fraction)
+        choice(f"{path}.encoding", self.encoding, ["dense"])
+        check(f"{path}.num_samples", self.num_samples >= 2, ">= 2", self.num_samples)
+        check(f"{path}.features", self.features >= 1, ">= 1", self.features)
+        check(f"{path}.classes", self.classes >= 2, ">= 2", self.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data.synthetic import gaussian_classification
+
+        splits = {
+            s: gaussian_classification(
+                self.num_samples,
+                self.features,
+                self.classes,
+                self.train_fraction,
+                s,
+                sample_seed=self.sample_seed,
+            )
+            for s in sorted(set(seeds))
+        }
+        table = next(iter(splits.values()))
+        inputs = table.inputs(self.encoding).astype(jnp.dtype(dtype))
+        vocab = table.vocab_size(self.encoding)
+        task = _table_task(splits, inputs, 0, vocab, self.classes, batch_size, sampling, dtype)
+        return task, splits
+
+
+@dataclass(frozen=True)
+class TextWindowData:
+    """Next-byte prediction from ``context`` one-hot previous bytes of a local text
+    (``text_path``; default: the standard library's offline pydoc topics)."""
+
+    kind: str = "text"
+    text_path: str = ""
+    context: int = 8
+    num_samples: int = 2000
+    sample_seed: int = 0
+    train_fraction: float = 0.5
+    encoding: str = "onehot"
+    input_kind: ClassVar[str] = "vector"
+    num_classes: ClassVar[int] = 256
+
+    def validate(self, path: str = "data") -> None:
+        _fraction(path, self.train_fraction)
+        choice(f"{path}.encoding", self.encoding, ["onehot"])
+        check(f"{path}.num_samples", self.num_samples >= 2, ">= 2", self.num_samples)
+        check(f"{path}.context", self.context >= 1, ">= 1", self.context)
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data.synthetic import byte_windows, offline_text
+
+        text = offline_text(self.text_path or None)
+        splits = {
+            s: byte_windows(
+                text,
+                self.context,
+                self.num_samples,
+                self.train_fraction,
+                s,
+                sample_seed=self.sample_seed,
+            )
+            for s in sorted(set(seeds))
+        }
+        table = next(iter(splits.values()))
+        inputs = table.inputs(self.encoding)
+        vocab = table.vocab_size(self.encoding)
+        return _table_task(splits, inputs, 256, vocab, 256, batch_size, sampling, dtype), splits
+
+
+@dataclass(frozen=True)
+class LMData:
+    """A token stream for language models: local text (``text_path``: a file, or a
+    SlimPajama-layout directory of ``.jsonl.zst`` shards), tokenized (``"bytes"``, or
+    ``"gpt2"`` with its vocabulary under ``vocab_dir``), windows of ``seq_len``."""
+
+    kind: str = "lm"
+    text_path: str = ""
+    seq_len: int = 128
+    val_windows: int = 64
+    max_tokens: int = 0
+    tokenizer: str = "bytes"
+    vocab_dir: str = ""
+    train_fraction: float = 0.5
+    encoding: str = "tokens"
+    input_kind: ClassVar[str] = "stream"
+
+    def validate(self, path: str = "data") -> None:
+        _fraction(path, self.train_fraction)
+        choice(f"{path}.encoding", self.encoding, ["tokens"])
+        check(f"{path}.seq_len", self.seq_len >= 1, ">= 1", self.seq_len)
+        check(f"{path}.val_windows", self.val_windows >= 1, ">= 1", self.val_windows)
+        check(f"{path}.max_tokens", self.max_tokens >= 0, ">= 0 (0: all)", self.max_tokens)
+        choice(f"{path}.tokenizer", self.tokenizer, ["bytes", "gpt2"])
+
+    @property
+    def num_classes(self) -> int:
+        return 257 if self.tokenizer == "bytes" else 50257
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data.lm import token_corpus
+
+        corpus = token_corpus(
+            self.text_path,
+            seq_len=self.seq_len,
+            train_fraction=self.train_fraction,
+            val_windows=self.val_windows,
+            max_tokens=self.max_tokens,
+            tokenizer=self.tokenizer,
+            vocab_dir=self.vocab_dir,
+        )
+        tokens = jnp.asarray(corpus.tokens_T)
+        task = Task(
+            inputs_N=tokens,
+            labels_N=tokens,
+            num_train=corpus.num_train,
+            num_val=corpus.num_val,
+            num_classes=corpus.vocab_size,
+            vocab_size=corpus.vocab_size,
+            seq_len=self.seq_len,
+            batch_size=batch_size,
+            sampling=sampling,
+            window=self.seq_len,
+        )
+        return task, {s: corpus for s in sorted(set(seeds))}
+
+
+DATA_KINDS: dict[str, type] = {
+    cls.kind: cls for cls in (ModularData, SparseParityData, GaussianData, TextWindowData, LMData)
+}

@@ -1,0 +1,124 @@
+"""A method of an experiment: one optimizer, trained for every seed × sweep point."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax.numpy as jnp
+
+from grokjax.errors import check as _check
+from grokjax.train.chain import Optimizer
+from grokjax.train.errors import ConfigError
+
+__all__ = ["MethodConfig"]
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One optimizer, trained for every seed × every point of ``sweep``.
+
+    ``optimizer`` is a list of transform specs (:mod:`grokjax.train.chain`). ``sweep``
+    maps ``"optimizer.<path>"`` (a float keyword, e.g. ``"optimizer.0.lamb"``) or
+    ``"input_noise"`` to the values its members take.
+    """
+
+    label: str
+    optimizer: tuple[dict[str, Any], ...]
+    seeds: tuple[int, ...] = (0,)
+    sweep: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    loss: str = ""  # "" = the experiment's loss
+    loss_dtype: str = ""  # "" = the experiment's loss_dtype
+    input_noise: float = 0.0  # σ of Gaussian noise added to each batch's inputs
+    activation: str = ""  # "" = the model's; a Mamba model's activation for this method
+
+    def validate(self, path: str) -> None:
+        _check(f"{path}.label", bool(self.label), "a non-empty string", self.label)
+        _check(f"{path}.optimizer", len(self.optimizer) >= 1, "a non-empty list", self.optimizer)
+        _check(f"{path}.seeds", len(self.seeds) >= 1, "a non-empty list of ints", self.seeds)
+        _check(f"{path}.seeds", len(set(self.seeds)) == len(self.seeds), "distinct", self.seeds)
+        _check(f"{path}.input_noise", self.input_noise >= 0, ">= 0", self.input_noise)
+        for name, values in self.sweep.items():
+            _check(f"{path}.sweep.{name}", len(values) >= 1, "a non-empty list", values)
+            if name == "input_noise":
+                _check(f"{path}.sweep.{name}", min(values) >= 0, "a list of values >= 0", values)
+                continue
+            _check(
+                f"{path}.sweep key",
+                name.startswith("optimizer."),
+                "'input_noise' or 'optimizer.<index>.<keyword>'",
+                name,
+            )
+            current = self.build_optimizer().lookup(name.removeprefix("optimizer."))
+            _check(
+                f"{path}.sweep.{name}",
+                current is None or isinstance(current, float),
+                f"a float keyword (it is set to {current!r})",
+                list(values),
+            )
+            for value in values:  # each swept value must itself be a valid setting
+                with _at(f"{path}.sweep"):
+                    self.build_optimizer()(self.swept_values(name, value))
+        with _at(path):
+            self.build_optimizer()(self.swept_values())  # the transforms' own checks
+
+    def build_optimizer(self, hyperparam_dtype: Any = jnp.float32) -> Optimizer:
+        """The method's :class:`~grokjax.train.chain.Optimizer` (swept keywords injected)."""
+        swept = tuple(
+            n.removeprefix("optimizer.") for n in sorted(self.sweep) if n.startswith("optimizer.")
+        )
+        return Optimizer(self.optimizer, swept, hyperparam_dtype)
+
+    def swept_values(self, name: str = "", value: float = 0.0) -> dict[str, float]:
+        """Static values of the swept optimizer keywords (each its first value; ``name``
+        set to ``value``), keyed by their paths inside ``optimizer``."""
+        values = {n: (value if n == name else v[0]) for n, v in self.sweep.items()}
+        return {n.removeprefix("optimizer."): v for n, v in values.items() if n != "input_noise"}
+
+    def members(self) -> list[tuple[int, dict[str, float]]]:
+        """``(seed, swept values)`` for every member, grid-major then seed."""
+        names = sorted(self.sweep)
+        grid = itertools.product(*(self.sweep[n] for n in names))
+        return [
+            (seed, dict(zip(names, point, strict=True))) for point in grid for seed in self.seeds
+        ]
+
+    def member_input_noise(self, hps: Mapping[str, float]) -> float:
+        """A member's input-noise σ: its swept value, else the method's."""
+        return float(hps.get("input_noise", self.input_noise))
+
+    @property
+    def float64_state(self) -> bool:
+        """Whether a transform keeps its state in float64 (a ``dtype = "float64"``)."""
+        return any(
+            spec.get("dtype") == "float64" for _, spec in self.build_optimizer().transforms()
+        )
+
+
+class _at:
+    """Prefix ConfigErrors raised inside with ``path``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> None:
+        if isinstance(err, ConfigError) and not str(err).startswith(self.path):
+            raise ConfigError(f"{self.path}.{err}") from err
+
+
+def _eps_settings(method: MethodConfig, skip_float64: bool = False) -> list[tuple[str, float]]:
+    """``(path, eps)`` of every transform that sets ``eps`` (optionally skipping those
+    inside a float64-state wrapper)."""
+    transforms = method.build_optimizer().transforms()
+    wide = [p for p, spec in transforms if spec.get("dtype") == "float64"]
+    return [
+        (f"{path}.eps", float(spec["eps"]))
+        for path, spec in transforms
+        if isinstance(spec.get("eps"), (int, float))
+        and not (skip_float64 and any(path.startswith(w + ".") for w in wide))
+    ]

@@ -1,0 +1,50 @@
+"""Data and model sections are chosen by kind: one small dataclass each, checked alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from grokjax.data.tasks import DATA_KINDS, GaussianData, TextWindowData
+from grokjax.nn.kinds import MODEL_KINDS, MLPModel
+from grokjax.train import ConfigError, apply_overrides, resolve
+
+
+def test_each_kind_has_only_its_own_fields():
+    config = resolve("surge_collapse")
+    assert isinstance(config.data, GaussianData) and isinstance(config.model, MLPModel)
+    for kinds in (DATA_KINDS, MODEL_KINDS):
+        for kind, cls in kinds.items():
+            names = {f.name for f in dataclasses.fields(cls)}
+            assert cls().kind == kind and len(names) <= 10, (kind, names)
+
+
+def test_a_new_kind_keeps_the_shared_fields_and_the_keys_set_after_it():
+    config = apply_overrides(
+        resolve("surge_collapse"), ["data.features=3", "data.kind=text", "data.context=4"]
+    )
+    assert isinstance(config.data, TextWindowData)
+    # shared with the Gaussian kind: kept; set after the change: applied
+    assert (config.data.num_samples, config.data.train_fraction) == (10_000, 0.8)
+    assert config.data.context == 4
+    with pytest.raises(ConfigError, match=r"data: unknown key 'features'"):
+        apply_overrides(resolve("surge_collapse"), ["data.kind=text", "data.features=3"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.kind=images"], r"data.kind = 'images' is not allowed; choose one of \['modular'"),
+        (["model.kind=mamba"], r"model.kind = 'mamba': must be one of \['decoder'\] for tokens"),
+        (["model.kind=decoder"], r"model.kind = 'decoder': must be one of \['mlp'\] for vector"),
+        (["data.p=1"], r"data.p = 1: must be an integer >= 2"),
+        (["model.hidden=[]"], r"model.hidden = \(\): must be a non-empty list"),
+    ],
+)
+def test_mismatched_or_bad_kinds_name_the_key(overrides, message):
+    base = "grokfast_quick" if overrides[0].startswith("model.kind=mamba") else "orthograd_quick"
+    if overrides[0] == "data.p=1":
+        base = "grokfast_quick"
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(resolve(base), overrides)
