@@ -48,3 +48,22 @@ def test_mismatched_or_bad_kinds_name_the_key(overrides, message):
         base = "grokfast_quick"
     with pytest.raises(ConfigError, match=message):
         apply_overrides(resolve(base), overrides)
+
+
+def test_experiments_resolve_by_name_alias_folder_and_path():
+    names = ["stability_quick", "stability-quick", "experiments/stability_quick"]
+    names += ["experiments/stability_quick.toml"]
+    assert {resolve(n).name for n in names} == {"stability_quick"}
+    with pytest.raises(ConfigError, match="unknown experiment 'stability_quik'"):
+        resolve("stability_quik")
+
+
+def test_a_run_folder_of_the_old_config_form_is_refused_in_words(tmp_path):
+    import json
+
+    from grokjax.train import resume_experiment
+
+    old = {"name": "x", "methods": [{"label": "a", "optimizer": {"learning_rate": 1e-3}}]}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"written by an older grokjax.*cannot resume"):
+        resume_experiment(tmp_path, progress=False)

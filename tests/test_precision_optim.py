@@ -11,7 +11,6 @@ from test_stability import small  # (a + b) mod 11, AdamW eps 1e-25: runs in sec
 
 import grokjax as gj
 from grokjax.train import ConfigError, run_experiment
-from grokjax.train.state import method_optimizer
 
 
 def _np_adam(grads, lr, b1, b2, eps):
@@ -150,7 +149,7 @@ def test_config_state_dtype_reaches_the_optimizer_and_silences_the_eps_warning()
     # with decoupled decay 0) against the float64 reference: the second moment to
     # float64 rounding, which needs the swept β2 itself in float64 (a float32 0.99 is
     # off by 1e-8, 1e-6 relative in 1 − β2), and the float32 updates to float32 rounding.
-    opt = method_optimizer(config.methods[0])
+    opt = config.methods[0].build_optimizer()
     tx = opt({"0.inner.0.b2": b2})
     grads = _grad_sequence(np.random.default_rng(2), steps=4, shape=(16,))
     expected = _np_adam(grads, lr, b1, b2, eps)

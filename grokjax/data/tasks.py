@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grokjax.errors import check, choice
+from grokjax.losses import cross_entropy_with_integer_labels
 
 __all__ = [
     "DATA_KINDS",
@@ -36,7 +37,16 @@ def _trailing(v: jax.Array, ndim: int) -> jax.Array:
 
 @dataclass(frozen=True)
 class Task:
-    """The whole data set on the device, plus the static facts the step needs."""
+    """The whole data set on the device, plus the static facts the step needs.
+
+    It also owns the objective: :meth:`losses` (per example or position) and
+    :meth:`hits` (which predictions are right; accuracy is their mean), and
+    :attr:`watch`, the metrics the grokking detector compares with its train and
+    validation thresholds. A task with another objective (exact match on a span,
+    regression) overrides them; the trainer only calls them.
+    """
+
+    watch: ClassVar[tuple[str, str]] = ("train_acc", "val_acc")
 
     # (N, T) int32 tokens, (N, F) float vectors, or (N, K) int32 one-hot slot ids (the
     # operands x, y of modular "onehot"; the bytes of a window)
@@ -84,6 +94,17 @@ class Task:
         ids = x - _trailing(self.onehot_vocab * jnp.arange(x.shape[-1], dtype=x.dtype), x.ndim)
         onehot = jax.nn.one_hot(ids, self.onehot_vocab, dtype=jnp.dtype(self.dtype))
         return onehot.reshape(*x.shape[:-1], -1)
+
+    def losses(
+        self, logits: jax.Array, labels: jax.Array, normalizer: str = "softmax", dtype="float32"
+    ) -> jax.Array:
+        """Per-example (per-position) cross entropy with ``normalizer`` (softmax or
+        StableMax), computed in ``dtype`` (the precision Softmax Collapse is in)."""
+        return cross_entropy_with_integer_labels(logits, labels, normalizer=normalizer, dtype=dtype)
+
+    def hits(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """Which predictions are right, shaped like ``labels`` (top-1)."""
+        return jnp.argmax(logits, -1) == labels
 
     @property
     def input_width(self) -> int:

@@ -43,7 +43,14 @@ import optax
 
 from grokjax.train.errors import ConfigError
 
-__all__ = ["Optimizer", "check_update", "has_state", "keyed_transforms", "resolve_callable"]
+__all__ = [
+    "Optimizer",
+    "check_update",
+    "has_state",
+    "keyed_transforms",
+    "resolve_callable",
+    "walk_specs",
+]
 
 NAMESPACES = ("grokjax", "optax", "optax.contrib")
 
@@ -204,7 +211,7 @@ def _show(kwargs: Mapping[str, Any]) -> str:
     )
 
 
-def _walk(specs: Sequence[Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+def walk_specs(specs: Sequence[Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
     """``(path, spec)`` of every transform spec, depth first, in construction order."""
     for i, spec in enumerate(specs):
         here = f"{path}{i}"
@@ -212,14 +219,14 @@ def _walk(specs: Sequence[Any], path: str = "") -> Iterator[tuple[str, Mapping[s
             continue
         for k, v in spec.items():
             if _is_chain(v):
-                yield from _walk(v, f"{here}.{k}.")
+                yield from walk_specs(v, f"{here}.{k}.")
         yield here, spec
 
 
 def keyed_transforms(specs: Sequence[Any]) -> list[str]:
     """Paths of the transforms that take a ``key``, in the order they receive one."""
     out = []
-    for path, spec in _walk(specs):
+    for path, spec in walk_specs(specs):
         fn = resolve_callable(spec["transform"], f"optimizer.{path}.transform")
         if "key" in inspect.signature(fn).parameters:
             out.append(path)
@@ -302,7 +309,7 @@ class Optimizer:
 
     def transforms(self) -> list[tuple[str, Mapping[str, Any]]]:
         """``(path, spec)`` of every transform, inner chains included."""
-        return list(_walk(self.specs))
+        return list(walk_specs(self.specs))
 
 
 def check_update(optimizer: Optimizer, extra_args: Mapping[str, Any], path: str) -> None:

@@ -22,6 +22,8 @@ class GrokDetector:
     sizes: list[int]
     train_threshold: float = 0.99
     val_threshold: float = 0.95
+    # the metrics compared with the thresholds (the task's ``watch``)
+    metrics: tuple[str, str] = ("train_acc", "val_acc")
     memorised: list[np.ndarray] = field(init=False)
     generalised: list[np.ndarray] = field(init=False)
 
@@ -33,9 +35,11 @@ class GrokDetector:
         """Record ``step`` for members crossing a threshold for the first time."""
         for g, m in enumerate(metrics):
             first_train = (self.memorised[g] < 0) & (
-                np.asarray(m["train_acc"]) >= self.train_threshold
+                np.asarray(m[self.metrics[0]]) >= self.train_threshold
             )
-            first_val = (self.generalised[g] < 0) & (np.asarray(m["val_acc"]) >= self.val_threshold)
+            first_val = (self.generalised[g] < 0) & (
+                np.asarray(m[self.metrics[1]]) >= self.val_threshold
+            )
             self.memorised[g][first_train] = step
             self.generalised[g][first_val] = step
 

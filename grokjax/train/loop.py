@@ -210,7 +210,9 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
         out_shardings=(state_shardings, metric_shardings),
     )
 
-    detector = GrokDetector([g.size for g in groups], config.train_threshold, config.val_threshold)
+    detector = GrokDetector(
+        [g.size for g in groups], config.train_threshold, config.val_threshold, task.watch
+    )
     result = RunResult(config, groups, history=[{k: [] for k in n} for n in names])
     result.detector = detector
     checkpointer = metrics_file = None

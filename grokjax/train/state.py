@@ -21,7 +21,7 @@ from flax import nnx
 
 import grokjax as gj
 from grokjax.data.tasks import Task
-from grokjax.train.chain import Optimizer, has_state
+from grokjax.train.chain import has_state
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.method import MethodConfig
 
@@ -77,13 +77,6 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
     return config.data.build(config.batch_size, config.sampling, config.dtype, seeds)
 
 
-def method_optimizer(method: MethodConfig) -> Optimizer:
-    """A method's optimizer; swept values in float64 when its state is float64 (then
-    e.g. Adam's bias corrections 1 − β^t are float64 too; a float32 β2 is off by ~1e-8)."""
-    dtype = jnp.float64 if method.float64_state else jnp.float32
-    return method.build_optimizer(dtype)
-
-
 def optimizer_key(seed: jax.Array, index: int) -> jax.Array:
     """The key of a member's ``index``-th keyed transform (Surge-Collapse's surges):
     ``fold_in(PRNGKey(seed), 2)``, then the index folded in for later ones (0 is the
@@ -125,7 +118,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
         v: nnx.split(nnx.eval_shape(lambda v=v: build_model(config, task, 0, v)))[0]
         for v in variants
     }
-    optimizers = [method_optimizer(method) for method in config.methods]
+    optimizers = [method.build_optimizer() for method in config.methods]
     members = [tuple(method.members()) for method in config.methods]
 
     unique = sorted(set(all_seeds))

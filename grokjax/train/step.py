@@ -115,11 +115,6 @@ def batch_rows(
     return train_idx[local], mask.astype(jnp.float32)
 
 
-def _loss(kind: str, dtype: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example losses, computed in ``dtype`` (the precision Softmax Collapse is in)."""
-    return gj.cross_entropy_with_integer_labels(logits, labels, normalizer=kind, dtype=dtype)
-
-
 def _mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Mean accumulated in at least float32 (per-example values may be float16).
 
@@ -165,10 +160,10 @@ def _member_grads(
             logits, hidden = group.features_fn(params, x)
         else:
             logits, hidden = group.logits_fn(params, x, **drop), None
-        return _mean(_loss(*loss, logits, y), mask), (logits, hidden)
+        return _mean(task.losses(logits, y, *loss), mask), (logits, hidden)
 
     (mean_loss, (logits, hidden)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    hits = (jnp.argmax(logits, -1) == y).reshape(y.shape[0], -1)  # (B, positions)
+    hits = task.hits(logits, y).reshape(y.shape[0], -1)  # (B, positions)
     correct = jnp.sum(jnp.mean(hits, axis=-1) * mask)
     stats = [mean_loss.astype(jnp.float32) * count, correct, count]
     extra = {"value": mean_loss.astype(jnp.float32)}
@@ -260,7 +255,7 @@ def member_probe_context(
         params=state.params,
         opt_state=state.opt_state,
         logits_fn=group.logits_fn,
-        loss_fn=functools.partial(_loss, *loss),
+        loss_fn=lambda logits, labels: task.losses(logits, labels, *loss),
         normalizer=loss[0],
         loss_dtype=loss[1],
         train=task.rows(state.train_idx),
@@ -279,8 +274,8 @@ def _member_eval(
     x, y = ctx.val
     logits = group.logits_fn(state.params, x)
     out = {
-        "val_loss": _mean(_loss(*loss, logits, y)),
-        "val_acc": jnp.mean(jnp.argmax(logits, -1) == y),
+        "val_loss": _mean(task.losses(logits, y, *loss)),
+        "val_acc": jnp.mean(task.hits(logits, y)),
         "finite": jnp.isfinite(optax.tree.norm(state.params)),
     }
     for probe in probes:
