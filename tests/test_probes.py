@@ -66,3 +66,26 @@ def test_default_probes_and_an_empty_list():
 def test_bad_probes_name_the_thing(probe, message):
     with pytest.raises(ConfigError, match=message):
         small(f"probes=[{probe}]")
+
+
+def leaf_norms(ctx):
+    """An array-valued probe: the L2 norm of every parameter leaf, in tree order."""
+    leaves = jax.tree.leaves(ctx.params)
+    return {"leaf_norms": jnp.stack([jnp.linalg.norm(leaf.astype(jnp.float32)) for leaf in leaves])}
+
+
+def test_array_outputs_of_a_probe_go_to_analysis_npz(tmp_path):
+    config = small("probes=[{probe='test_probes.leaf_norms'}]", "steps=10")
+    result = run_experiment(config, run_dir=tmp_path / "run", progress=False)
+    files = sorted((tmp_path / "run" / "analysis").glob("step_*.npz"))
+    assert [f.name for f in files] == ["step_00000005.npz", "step_00000010.npz"]
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "leaf_norms" not in rows and "leaf_norms" not in result.history[0]
+    with np.load(files[-1]) as saved:
+        norms = saved["adamw/leaf_norms"]  # (members, leaves)
+    final = result.final_states[0].params
+    want = [
+        [np.linalg.norm(np.asarray(leaf[m], np.float64)) for leaf in jax.tree.leaves(final)]
+        for m in range(2)
+    ]
+    np.testing.assert_allclose(norms, want, rtol=1e-5)

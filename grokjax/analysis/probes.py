@@ -2,8 +2,10 @@
 
 A probe is a pure function ``probe(ctx, **kwargs) -> dict[str, Array]`` of one
 member's :class:`ProbeContext`. Its scalars become columns of ``metrics.jsonl`` (named
-as returned); it runs under ``jit`` and the trainer's member axis, so it must be
-traceable and must return the same names and shapes at every evaluation. An
+as returned); its arrays are saved per evaluation in the run's
+``analysis/step_<step>.npz`` as ``<method>/<name>`` with a leading member axis. It runs
+under ``jit`` and the trainer's member axis, so it must be traceable and must return
+the same names and shapes at every evaluation. An
 experiment lists its probes by dotted name, with keyword arguments::
 
     probes = [

@@ -85,6 +85,19 @@ def _member_rows(
             yield row
 
 
+def _write_arrays(run_dir: pathlib.Path, step: int, groups, host_metrics, array_names) -> None:
+    """Probes' array outputs of one evaluation: ``analysis/step_<step>.npz``, one entry
+    ``<method>/<name>`` of shape ``(members, …)`` per group and array."""
+    arrays = {
+        f"{group.method.label}/{k}": np.asarray(m[k])
+        for group, m, names in zip(groups, host_metrics, array_names, strict=True)
+        for k in names
+    }
+    if arrays:
+        (run_dir / "analysis").mkdir(exist_ok=True)
+        np.savez(run_dir / "analysis" / f"step_{step:08d}.npz", **arrays)
+
+
 def _write_grokking(path: pathlib.Path, groups: list[Group], detector: GrokDetector) -> None:
     rows = [
         {"method": g.method.label, "member": i, "seed": seed, **hps, **detector.member(gi, i)}
@@ -192,13 +205,16 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     ]
     # per group: methods may train model variants with their own activation shapes
     probes = config.probe_functions()
-    names = [
-        metric_names(g, task, probes, s, config.tracks_entropy)
-        for g, s in zip(groups, states, strict=True)
-    ]
+    names, array_names = zip(
+        *(
+            metric_names(g, task, probes, s, config.tracks_entropy)
+            for g, s in zip(groups, states, strict=True)
+        ),
+        strict=True,
+    )
     metric_shardings = [
-        {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in n}
-        for g, n in zip(groups, names, strict=True)
+        {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in (*n, *a)}
+        for g, n, a in zip(groups, names, array_names, strict=True)
     ]
     states = place(states, state_shardings)
     member_axis = resolve_member_axis(config.member_axis, len(devices))
@@ -267,6 +283,7 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
                     metrics_file.writelines(
                         json.dumps(r) + "\n" for r in _member_rows(groups, step, host, names)
                     )
+                    _write_arrays(result.run_dir, step, groups, host, array_names)
             pending.clear()
             bar.update(step - bar.n)
             bar.set_postfix_str(_postfix(result))

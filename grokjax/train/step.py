@@ -58,14 +58,17 @@ _DROPOUT_SALT = 0x64726F70  # and the dropout stream from both
 
 def metric_names(
     group: Group, task: Task, probes: Sequence[Callable], state: GroupState, entropy: bool
-) -> tuple[str, ...]:
-    """The metrics an interval reports for ``group``'s members, in order: training
-    means, validation loss and accuracy, ``finite``, then every probe's outputs."""
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(scalars, arrays)``: the names of what an interval reports per member of
+    ``group``. Scalars, in order: training means, validation loss and accuracy,
+    ``finite``, then the probes' scalars; arrays: the probes' non-scalar outputs."""
     member = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
     evaluated = jax.eval_shape(
         functools.partial(_member_eval, group, task, group.loss, tuple(probes)), member
     )
-    return ("train_loss", "train_acc", *(ENTROPY_METRICS if entropy else ()), *evaluated)
+    scalars = tuple(k for k, v in evaluated.items() if not v.shape)
+    arrays = tuple(k for k, v in evaluated.items() if v.shape)
+    return ("train_loss", "train_acc", *(ENTROPY_METRICS if entropy else ()), *scalars), arrays
 
 
 def epochs_spanned(interval: int, steps_per_epoch: int) -> int:
