@@ -195,6 +195,10 @@ def test_only_swept_keywords_are_injected():
             r"methods.0.sweep.optimizer.0.window: grokjax.grokfast_ema has no keyword 'window'",
         ),
         (
+            "methods.0.sweep={'optimizer.7.lamb'=[1.0, 2.0]}",
+            r"methods.0.sweep.optimizer.7.lamb: no transform or schedule keyword at this path",
+        ),
+        (
             "methods.0.sweep={'optimizer.0.transform'=[1.0]}",
             r"methods.0.sweep.optimizer.0.transform = \[1.0\]: must be a float keyword",
         ),
@@ -233,3 +237,23 @@ def test_keys_go_to_keyed_transforms_in_order():
     np.testing.assert_array_equal(state[0].key, keys[0])
     with pytest.raises(ConfigError, match=r"the trainer gives grokjax\.surge_collapse its key"):
         Optimizer(({**specs[0], "key": 3},))()
+
+
+def test_any_float64_dtype_keyword_turns_on_x64():
+    toml = GROKFAST_EMA.replace("b2 = 0.98,", 'b2 = 0.98, mu_dtype = "float64",')
+    assert tiny_config(toml).needs_x64 and not tiny_config(GROKFAST_EMA).needs_x64
+
+
+def test_a_keyed_transform_that_refuses_raw_keys_fails_at_validation():
+    """The trainer hands keyed transforms raw uint32[2] keys (Surge-Collapse takes them);
+    optax.add_noise does not, and says so before anything runs."""
+    toml = """
+[[methods]]
+label = "noisy"
+optimizer = [
+  { transform = "optax.add_noise", eta = 0.01, gamma = 0.55 },
+  { transform = "optax.sgd", learning_rate = 0.1 },
+]
+"""
+    with pytest.raises(ConfigError, match=r"methods.0.optimizer: .*raw uint32\[2\] PRNG key"):
+        tiny_config(toml)

@@ -28,6 +28,9 @@ def test_a_new_kind_keeps_the_shared_fields_and_the_keys_set_after_it():
     # shared with the Gaussian kind: kept; set after the change: applied
     assert (config.data.num_samples, config.data.train_fraction) == (10_000, 0.8)
     assert config.data.context == 4
+    # an encoding belongs to its kind: onehot modular data becomes dense Gaussian data
+    gaussian = apply_overrides(resolve("stability_fig6_mlp"), ["data.kind=gaussian"])
+    assert gaussian.data.encoding == "dense"
     with pytest.raises(ConfigError, match=r"data: unknown key 'features'"):
         apply_overrides(resolve("surge_collapse"), ["data.kind=text", "data.features=3"])
 

@@ -59,7 +59,7 @@ def test_default_probes_and_an_empty_list():
         ("{probe='no_module_here.f'}", r"probes.0: .*cannot import 'no_module_here'"),
         (
             "{probe='test_probes.squared_norm_and_val_margin', scal=2.0}",
-            r"probes.0: scal: probe .* has no keyword 'scal'; its keywords are \['scale'\]",
+            r"probes.0.scal: probe .* has no keyword 'scal'; its keywords are \['scale'\]",
         ),
     ],
 )
@@ -89,3 +89,12 @@ def test_array_outputs_of_a_probe_go_to_analysis_npz(tmp_path):
         for m in range(2)
     ]
     np.testing.assert_allclose(norms, want, rtol=1e-5)
+
+
+def clashing(ctx):
+    return {"val_acc": jnp.zeros([]), "step": jnp.zeros([])}
+
+
+def test_a_probe_may_not_overwrite_a_metric_or_a_column():
+    with pytest.raises(ConfigError, match=r"probe clashing returns \['step', 'val_acc'\]"):
+        run_experiment(small("probes=[{probe='test_probes.clashing'}]"), progress=False)

@@ -162,12 +162,26 @@ def resolve_probe(spec: Mapping[str, Any]) -> Callable[[ProbeContext], dict[str,
     if not callable(fn):
         raise ValueError(f"probe = {name!r}: {module_name} has no function {attr!r}.")
     kwargs = {k: v for k, v in spec.items() if k != "probe"}
-    params = inspect.signature(fn).parameters
-    accepted = [n for n in params if n != next(iter(params))]
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or params[0].kind not in (
+        params[0].POSITIONAL_ONLY,
+        params[0].POSITIONAL_OR_KEYWORD,
+    ):
+        raise ValueError(f"probe = {name!r}: a probe takes the ProbeContext as its first argument.")
+    accepted = [p.name for p in params[1:] if p.kind is not p.VAR_KEYWORD]
     unknown = [k for k in kwargs if k not in accepted]
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
         raise ValueError(
             f"{unknown[0]}: probe {name} has no keyword {unknown[0]!r}; its keywords are "
             f"{accepted}."
         )
+    missing = [
+        p.name
+        for p in params[1:]
+        if p.default is p.empty
+        and p.name not in kwargs
+        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    if missing:
+        raise ValueError(f"{missing[0]}: probe {name} needs the keyword {missing[0]!r}.")
     return functools.partial(fn, **kwargs)

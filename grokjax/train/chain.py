@@ -133,6 +133,7 @@ class _Builder:
     def __init__(self, values: Mapping[str, Any], keys: Iterator[jax.Array] | None):
         self.values = values
         self.keys = keys
+        self.used: set[str] = set()  # swept paths that reached a keyword
 
     def chain(self, specs: Sequence[Mapping[str, Any]], path: str) -> optax.GradientTransformation:
         return optax.chain(*(self.transform(s, f"{path}{i}") for i, s in enumerate(specs)))
@@ -160,6 +161,7 @@ class _Builder:
 
     def value(self, fn: Callable[..., Any], keyword: str, value: Any, path: str) -> Any:
         if path in self.values:
+            self.used.add(path)
             return self.values[path]
         if _is_chain(value):
             return self.chain(value, f"{path}.")
@@ -193,6 +195,7 @@ class _Builder:
             parent, _, keyword = swept.rpartition(".")
             if parent == path and keyword not in given:
                 out[keyword] = value
+                self.used.add(swept)
         return out
 
     @staticmethod
@@ -273,7 +276,16 @@ class Optimizer:
 
         def build(injected: Mapping[str, Any]) -> optax.GradientTransformation:
             key_iter = None if keys is None else iter(keys)
-            return _Builder(injected, key_iter).chain(self.specs, "")
+            builder = _Builder(injected, key_iter)
+            tx = builder.chain(self.specs, "")
+            unused = sorted(set(injected) - builder.used)
+            if unused:
+                raise ConfigError(
+                    f"optimizer.{unused[0]}: no transform or schedule keyword at this path "
+                    "to sweep (a swept key is optimizer.<index>.<keyword>, or "
+                    "optimizer.<index>.<keyword>.<schedule keyword>)."
+                )
+            return tx
 
         eager = build({p: values[p] for p in self.swept})  # the transforms' own checks
         if not self.swept:
@@ -318,18 +330,21 @@ def check_update(optimizer: Optimizer, extra_args: Mapping[str, Any], path: str)
     words, instead of inside the compiled run."""
     params = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32)}
     values = {p: jax.ShapeDtypeStruct((), optimizer.hyperparam_dtype) for p in optimizer.swept}
+    # keys as the trainer passes them: raw uint32[2] arrays, one per keyed transform
+    keys = [jax.ShapeDtypeStruct((2,), jnp.uint32)] * optimizer.num_keys
 
-    def step(params, values):
-        tx = optimizer(values)
+    def step(params, values, keys):
+        tx = optimizer(values, keys)
         return tx.update(params, tx.init(params), params, **extra_args)
 
     try:
-        jax.eval_shape(step, params, values)
+        jax.eval_shape(step, params, values, keys)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
         given = ", ".join(extra_args) or "none"
         raise ConfigError(
-            f"{path}: the optimizer's update failed with the trainer's extra arguments "
-            f"({given}; track_entropy = true adds activation_entropy): {err}"
+            f"{path}: the optimizer's init or update failed as the trainer calls it (extra "
+            f"arguments: {given}, track_entropy = true adds activation_entropy; a transform "
+            f"taking `key` gets a raw uint32[2] PRNG key): {err}"
         ) from err

@@ -34,9 +34,6 @@ from grokjax.train.method import MethodConfig, _eps_settings
 __all__ = ["DTYPES", "LOSS_DTYPES", "ExperimentConfig"]
 
 
-_choice, _check = choice, check
-
-
 # Parameter/activation dtypes, and the loss precisions each normalizer supports
 # (StableMax in half precision is not a setting of Prieto et al.'s and is refused).
 DTYPES = ("float32", "bfloat16", "float16", "float64")
@@ -83,30 +80,30 @@ class ExperimentConfig:
         self.validate()
 
     def validate(self) -> None:
-        _check("name", bool(self.name) and "/" not in self.name, "a non-empty name", self.name)
-        _check("methods", len(self.methods) >= 1, "at least one method", self.methods)
+        check("name", bool(self.name) and "/" not in self.name, "a non-empty name", self.name)
+        check("methods", len(self.methods) >= 1, "at least one method", self.methods)
         labels = [m.label for m in self.methods]
-        _check("methods", len(set(labels)) == len(labels), "distinct labels", labels)
+        check("methods", len(set(labels)) == len(labels), "distinct labels", labels)
         for i, method in enumerate(self.methods):
             method.validate(f"methods.{i}")
         self.data.validate()
         self.model.validate()
-        _check("steps", self.steps >= 1, "a positive integer", self.steps)
-        _check("batch_size", self.batch_size >= 1, "a positive integer", self.batch_size)
-        _choice("sampling", self.sampling, ["epoch", "iid"])
-        _check("eval_every", self.eval_every >= 0, ">= 0 (0: once per epoch)", self.eval_every)
-        _check("evals_per_sync", self.evals_per_sync >= 1, ">= 1", self.evals_per_sync)
-        _choice("loss", self.loss, ["softmax", "stablemax"])
-        _choice("dtype", self.dtype, list(DTYPES))
-        _choice("loss_dtype", self.loss_dtype, list(LOSS_DTYPES[self.loss]))
+        check("steps", self.steps >= 1, "a positive integer", self.steps)
+        check("batch_size", self.batch_size >= 1, "a positive integer", self.batch_size)
+        choice("sampling", self.sampling, ["epoch", "iid"])
+        check("eval_every", self.eval_every >= 0, ">= 0 (0: once per epoch)", self.eval_every)
+        check("evals_per_sync", self.evals_per_sync >= 1, ">= 1", self.evals_per_sync)
+        choice("loss", self.loss, ["softmax", "stablemax"])
+        choice("dtype", self.dtype, list(DTYPES))
+        choice("loss_dtype", self.loss_dtype, list(LOSS_DTYPES[self.loss]))
         for i, method in enumerate(self.methods):
-            _choice(f"methods.{i}.loss", method.loss, ["", *LOSS_DTYPES])
+            choice(f"methods.{i}.loss", method.loss, ["", *LOSS_DTYPES])
             kind, dtype = self.method_loss(method)
             key = f"methods.{i}.loss_dtype" if method.loss_dtype else f"loss_dtype (methods.{i})"
-            _choice(f"{key} for loss {kind!r}", dtype, list(LOSS_DTYPES[kind]))
+            choice(f"{key} for loss {kind!r}", dtype, list(LOSS_DTYPES[kind]))
             for path, spec in method.build_optimizer().transforms():
                 state = spec.get("dtype")
-                _check(
+                check(
                     f"methods.{i}.optimizer.{path}.dtype",
                     state is None or _BYTES.get(state, 0) >= _BYTES[self.dtype],
                     f"a float dtype at least as wide as the parameters' ({self.dtype!r})",
@@ -117,19 +114,18 @@ class ExperimentConfig:
             with jax.enable_x64(True) if method.float64_state else contextlib.nullcontext():
                 check_update(method.build_optimizer(), extra, f"methods.{i}.optimizer")
         self.probe_functions()
-        _choice("member_axis", self.member_axis, ["auto", "vmap", "map"])
-        _check("unroll", self.unroll >= 1, ">= 1", self.unroll)
-        _check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
-        _check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
-        _check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
+        choice("member_axis", self.member_axis, ["auto", "vmap", "map"])
+        check("unroll", self.unroll >= 1, ">= 1", self.unroll)
+        check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
+        check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
+        check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
         if self.dtype in ("float16", "bfloat16"):
             import ml_dtypes
-            import numpy as np
 
             tiny = float(ml_dtypes.finfo(self.dtype).smallest_normal)
             for i, method in enumerate(self.methods):
                 for path, eps in _eps_settings(method):
-                    _check(
+                    check(
                         f"methods.{i}.optimizer.{path}",
                         eps == 0 or eps >= tiny,
                         f"0 or >= {np.float32(tiny):.3g}, the smallest normal {self.dtype} (a "
@@ -138,26 +134,26 @@ class ExperimentConfig:
                     )
         inputs, model = self.data.input_kind, self.model
         readers = [k for k, cls in MODEL_KINDS.items() if inputs in cls.input_kinds]
-        _check(
+        check(
             "model.kind",
             inputs in model.input_kinds,
             f"one of {readers} for {inputs} "
             f"inputs (data.kind = {self.data.kind!r}, encoding {self.data.encoding!r})",
             model.kind,
         )
-        _check("tokens_per_param", self.tokens_per_param >= 0, ">= 0", self.tokens_per_param)
+        check("tokens_per_param", self.tokens_per_param >= 0, ">= 0", self.tokens_per_param)
         if self.tokens_per_param:
-            _check(
+            check(
                 "tokens_per_param",
                 inputs == "stream",
                 "0 unless the data is a token stream (data.kind = 'lm')",
                 self.tokens_per_param,
             )
         if inputs == "stream":
-            _choice("sampling (language-model windows)", self.sampling, ["iid"])
+            choice("sampling (language-model windows)", self.sampling, ["iid"])
         for i, method in enumerate(self.methods):
             if method.activation:
-                _check(
+                check(
                     f"methods.{i}.activation",
                     hasattr(model, "activation"),
                     f"'' for a {model.kind} model",
@@ -165,7 +161,7 @@ class ExperimentConfig:
                 )
                 dataclasses.replace(model, activation=method.activation).validate(f"methods.{i}")
         if self.tracks_entropy:
-            _check(
+            check(
                 "model.kind",
                 model.has_features,
                 "'mlp' to track activation entropy (track_entropy); the entropy is of its "
@@ -175,7 +171,7 @@ class ExperimentConfig:
         if inputs != "vector":
             for i, method in enumerate(self.methods):
                 noisy = method.input_noise > 0 or "input_noise" in method.sweep
-                _check(
+                check(
                     f"methods.{i}.input_noise",
                     not noisy,
                     "0 for token inputs (input noise and the entropy pump need vector inputs)",
@@ -189,7 +185,8 @@ class ExperimentConfig:
             try:
                 out.append(resolve_probe(spec))
             except ValueError as err:
-                raise ConfigError(f"probes.{i}: {err}") from err
+                sep = ": " if str(err).startswith("probe = ") else "."
+                raise ConfigError(f"probes.{i}{sep}{err}") from err
         return out
 
     @property

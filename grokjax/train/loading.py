@@ -192,7 +192,8 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
             for k, v in data[table].items()
             if k == "kind"
             or (table, k) in explicit
-            or (k in shared and to_dict(v) != to_dict(old_defaults[k]))
+            # an encoding names one kind's formats: never carried to another kind
+            or (k in shared - {"encoding"} and to_dict(v) != to_dict(old_defaults[k]))
         }
     return from_dict(ExperimentConfig, data)
 

@@ -8,7 +8,8 @@ save checkpoints. Python never runs per step.
 
 A run directory ``runs/<name>_<YYYYmmdd_HHMMSS>/`` holds ``config.json``,
 ``metrics.jsonl`` (one row per evaluation per member), ``grokking.json`` (steps to
-memorise and to generalise per member), ``checkpoints/`` (orbax) and, from
+memorise and to generalise per member), ``checkpoints/`` (orbax), ``analysis/``
+(the probes' array outputs, ``step_<step>.npz``) and, from
 :mod:`grokjax.viz`, ``plots/`` and ``report.md``.
 """
 

@@ -94,8 +94,13 @@ class MethodConfig:
 
     @property
     def float64_state(self) -> bool:
-        """Whether a transform keeps its state in float64 (a ``dtype = "float64"``)."""
-        return any(spec.get("dtype") == "float64" for _, spec in walk_specs(self.optimizer))
+        """Whether a transform keeps state in float64 (a ``*dtype = "float64"`` keyword,
+        e.g. ``grokjax.with_state_dtype``'s ``dtype`` or ``optax.adam``'s ``mu_dtype``)."""
+        return any(
+            k.endswith("dtype") and v == "float64"
+            for _, spec in walk_specs(self.optimizer)
+            for k, v in spec.items()
+        )
 
 
 class _at:

@@ -79,8 +79,8 @@ def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[i
 
 def optimizer_key(seed: jax.Array, index: int) -> jax.Array:
     """The key of a member's ``index``-th keyed transform (Surge-Collapse's surges):
-    ``fold_in(PRNGKey(seed), 2)``, then the index folded in for later ones (0 is the
-    sampling stream's salt 1 and the parameters' 0 apart)."""
+    ``fold_in(PRNGKey(seed), 2)`` (salt 2 keeps it apart from the parameters' 0 and the
+    batch sampling's 1), then the index folded in for later ones."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
     return key if index == 0 else jax.random.fold_in(key, index)
 

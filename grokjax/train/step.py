@@ -36,6 +36,7 @@ from jax import lax
 import grokjax as gj
 from grokjax.analysis.probes import ProbeContext
 from grokjax.data.tasks import Task
+from grokjax.errors import ConfigError
 from grokjax.train.chain import has_state
 from grokjax.train.state import Group, GroupState
 
@@ -60,8 +61,9 @@ def metric_names(
     group: Group, task: Task, probes: Sequence[Callable], state: GroupState, entropy: bool
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(scalars, arrays)``: the names of what an interval reports per member of
-    ``group``. Scalars, in order: training means, validation loss and accuracy,
-    ``finite``, then the probes' scalars; arrays: the probes' non-scalar outputs."""
+    ``group``. Scalars: the training means first, then the evaluation's (validation
+    loss and accuracy, ``finite`` and the probes' scalars, in ``eval_shape``'s sorted
+    order); arrays: the probes' non-scalar outputs."""
     member = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
     evaluated = jax.eval_shape(
         functools.partial(_member_eval, group, task, group.loss, tuple(probes)), member
@@ -281,8 +283,18 @@ def _member_eval(
         "val_acc": jnp.mean(task.hits(logits, y)),
         "finite": jnp.isfinite(optax.tree.norm(state.params)),
     }
+    reserved = {"step", "method", "group", "member", "seed", "train_loss", "train_acc"}
+    reserved |= set(ENTROPY_METRICS)
     for probe in probes:
-        out.update(probe(ctx))
+        measured = probe(ctx)
+        clash = sorted((measured.keys() & out.keys()) | (measured.keys() & reserved))
+        if clash:
+            name = getattr(getattr(probe, "func", probe), "__name__", repr(probe))
+            raise ConfigError(
+                f"probe {name} returns {clash}, which another metric or a metrics.jsonl "
+                "column already names: rename its outputs (e.g. with a prefix)."
+            )
+        out.update(measured)
     return out
 
 
