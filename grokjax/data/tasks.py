@@ -8,6 +8,7 @@ A new data set is a new kind in :data:`DATA_KINDS`; the trainer does not change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -121,17 +122,29 @@ def _fraction(path: str, value: float) -> None:
 
 
 def _table_task(
-    splits: dict[int, Any],
-    inputs: np.ndarray,
-    onehot_vocab: int,
-    vocab_size: int,
+    make_split: Callable[[int], Any],
+    seeds: list[int],
+    encoding: str,
     num_classes: int,
     batch_size: int,
     sampling: str,
     dtype: str,
-) -> Task:
+    *,
+    cast: bool = False,
+    onehot_vocab: int = 0,
+    inputs: Callable[[Any], np.ndarray] | None = None,
+) -> tuple[Task, dict[int, Any]]:
+    """The Task of a table data set and every seed's split (``make_split(seed)``).
+
+    ``inputs(table)`` overrides ``table.inputs(encoding)``; ``cast`` puts vector inputs
+    in the model's dtype; ``onehot_vocab`` > 0 marks rows of one-hot slot ids."""
+    splits = {s: make_split(s) for s in sorted(set(seeds))}
     table = next(iter(splits.values()))
-    return Task(
+    inputs = table.inputs(encoding) if inputs is None else inputs(table)
+    if cast:
+        inputs = inputs.astype(jnp.dtype(dtype))
+    vocab_size = table.vocab_size(encoding)
+    task = Task(
         inputs_N=jnp.asarray(inputs),
         labels_N=jnp.asarray(table.labels_N, jnp.int32),
         num_train=table.num_train,
@@ -144,6 +157,7 @@ def _table_task(
         onehot_vocab=onehot_vocab,
         dtype=dtype,
     )
+    return task, splits
 
 
 @dataclass(frozen=True)
@@ -179,18 +193,22 @@ class ModularData:
     def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
         from grokjax.data.modular import modular_arithmetic
 
-        splits = {
-            s: modular_arithmetic(self.op, self.p, self.train_fraction, s, y_min=self.y_min)
-            for s in sorted(set(seeds))
-        }
-        table = next(iter(splits.values()))
+        def make(seed):
+            return modular_arithmetic(self.op, self.p, self.train_fraction, seed, y_min=self.y_min)
+
         if self.encoding == "onehot":  # onehot(x) ⊕ onehot(y) as the ids (x, y)
-            inputs, onehot_vocab = np.stack([table.x_N, table.y_N], axis=1), self.p
-        else:
-            inputs, onehot_vocab = table.inputs(self.encoding), 0
-        vocab = table.vocab_size(self.encoding)
-        task = _table_task(splits, inputs, onehot_vocab, vocab, self.p, batch_size, sampling, dtype)
-        return task, splits
+            return _table_task(
+                make,
+                seeds,
+                self.encoding,
+                self.p,
+                batch_size,
+                sampling,
+                dtype,
+                onehot_vocab=self.p,
+                inputs=lambda t: np.stack([t.x_N, t.y_N], axis=1),
+            )
+        return _table_task(make, seeds, self.encoding, self.p, batch_size, sampling, dtype)
 
 
 @dataclass(frozen=True)
@@ -224,21 +242,17 @@ class SparseParityData:
     def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
         from grokjax.data.parity import sparse_parity
 
-        splits = {
-            s: sparse_parity(
+        def make(seed):
+            return sparse_parity(
                 self.parity_bits,
                 self.noise_bits,
                 self.num_samples,
                 self.train_fraction,
-                s,
+                seed,
                 sample_seed=self.sample_seed,
             )
-            for s in sorted(set(seeds))
-        }
-        table = next(iter(splits.values()))
-        inputs = table.inputs(self.encoding).astype(jnp.dtype(dtype))  # the model's precision
-        vocab = table.vocab_size(self.encoding)
-        return _table_task(splits, inputs, 0, vocab, 2, batch_size, sampling, dtype), splits
+
+        return _table_task(make, seeds, self.encoding, 2, batch_size, sampling, dtype, cast=True)
 
 
 @dataclass(frozen=True)
@@ -269,22 +283,19 @@ class GaussianData:
     def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
         from grokjax.data.synthetic import gaussian_classification
 
-        splits = {
-            s: gaussian_classification(
+        def make(seed):
+            return gaussian_classification(
                 self.num_samples,
                 self.features,
                 self.classes,
                 self.train_fraction,
-                s,
+                seed,
                 sample_seed=self.sample_seed,
             )
-            for s in sorted(set(seeds))
-        }
-        table = next(iter(splits.values()))
-        inputs = table.inputs(self.encoding).astype(jnp.dtype(dtype))
-        vocab = table.vocab_size(self.encoding)
-        task = _table_task(splits, inputs, 0, vocab, self.classes, batch_size, sampling, dtype)
-        return task, splits
+
+        return _table_task(
+            make, seeds, self.encoding, self.classes, batch_size, sampling, dtype, cast=True
+        )
 
 
 @dataclass(frozen=True)
@@ -312,21 +323,20 @@ class TextWindowData:
         from grokjax.data.synthetic import byte_windows, offline_text
 
         text = offline_text(self.text_path or None)
-        splits = {
-            s: byte_windows(
+
+        def make(seed):
+            return byte_windows(
                 text,
                 self.context,
                 self.num_samples,
                 self.train_fraction,
-                s,
+                seed,
                 sample_seed=self.sample_seed,
             )
-            for s in sorted(set(seeds))
-        }
-        table = next(iter(splits.values()))
-        inputs = table.inputs(self.encoding)
-        vocab = table.vocab_size(self.encoding)
-        return _table_task(splits, inputs, 256, vocab, 256, batch_size, sampling, dtype), splits
+
+        return _table_task(
+            make, seeds, self.encoding, 256, batch_size, sampling, dtype, onehot_vocab=256
+        )
 
 
 @dataclass(frozen=True)
