@@ -17,13 +17,16 @@ import pytest
 
 from grokjax.train import (
     ConfigError,
+    ExperimentConfig,
     TrainingDiverged,
     apply_overrides,
+    from_dict,
     load_toml,
     resolve,
     resume_experiment,
     run_experiment,
     select_methods,
+    to_dict,
 )
 
 # A tiny decoder on x+y mod 11: every run here takes seconds.
@@ -178,6 +181,26 @@ def test_bad_configs_name_the_key_and_the_allowed_values(tmp_path):
         tiny("steps=many")
     with pytest.raises(ConfigError, match="expected key=value"):
         tiny("steps")
+    with pytest.raises(ConfigError, match=r"batch_size = True: must be an integer"):
+        tiny("batch_size=true")  # a bool is not an integer (Python says it is)
+    with pytest.raises(
+        ConfigError, match=r"methods.0.seeds = \[0, 'a'\]: must be a list of integers"
+    ):
+        tiny("methods.0.seeds=[0, 'a']")
+    with pytest.raises(ConfigError, match=r"methods.1: missing required key 'label'"):
+        from_dict(
+            ExperimentConfig,
+            {
+                **to_dict(tiny()),
+                "methods": [
+                    to_dict(tiny().methods[0]),
+                    {"optimizer": [{"transform": "optax.sgd", "learning_rate": 0.1}]},
+                ],
+            },
+        )
+    loaded = tiny("model.rope_base=100", "methods.0.seeds=[4, 5]")
+    assert loaded.model.rope_base == 100.0 and type(loaded.model.rope_base) is float
+    assert loaded.methods[0].seeds == (4, 5)  # lists become tuples: configs hash
     with pytest.raises(ConfigError, match="unknown experiment 'nope'"):
         resolve("nope")
     bad = tmp_path / "bad.toml"

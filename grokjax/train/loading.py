@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dacite
 import tomli
 
 from grokjax.data.tasks import DATA_KINDS
@@ -35,86 +35,83 @@ def to_dict(config: Any) -> Any:
     return config
 
 
-def _convert(path: str, value: Any, hint: Any) -> Any:
-    """Check and convert ``value`` to the annotated type ``hint``."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, path)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} = {value!r}: must be a number.")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path} = {value!r}: must be an integer.")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path} = {value!r}: must be true or false.")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path} = {value!r}: must be a string.")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path} = {value!r}: must be a list.")
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-        return tuple(_convert(f"{path}.{i}", v, item) for i, v in enumerate(value))
-    if origin in (Mapping, dict) or hint is Mapping:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{path} = {value!r}: must be a table of key = [values].")
-        _, item = typing.get_args(hint)
-        return {k: _convert(f"{path}.{k}", v, item) for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported config annotation {hint!r} at {path}")
+class _Wrong(dacite.WrongTypeError):
+    """A value of the wrong type, raised from a type hook so dacite adds its path."""
+
+
+def _number(value: Any) -> Any:
+    # TOML writes 1 for 1.0: an integer is a valid float; a bool is neither
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Wrong(float, value)
+    return float(value)
+
+
+def _integer(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise _Wrong(int, value)
     return value
 
 
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build config dataclass ``cls`` from a (parsed TOML/JSON) dict, validating keys."""
+_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _number, int: _integer})
+_TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def _type_words(hint: Any) -> str:
+    if hint in _TYPE_WORDS:
+        return _TYPE_WORDS[hint]
+    args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    if typing.get_origin(hint) is tuple and args:
+        return f"a list of {_type_words(args[0]).split(' ', 1)[-1]}s"
+    if typing.get_origin(hint) in (dict, Mapping) and args:
+        return f"a table of key = {_type_words(args[-1])}"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """``cls`` from ``data`` with dacite, its errors turned into ConfigErrors at ``path``."""
     where = path or "the config"
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table, got {data!r}.")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {sorted(fields)}.")
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{path}.{name}" if path else name
-        if name in ("data", "model"):
-            kinds = DATA_KINDS if name == "data" else MODEL_KINDS
-            default = fields[name].default_factory().kind
-            kwargs[name] = _kind_from_dict(kinds, value, key, default)
-        elif name == "methods":
-            if not isinstance(value, list):
-                raise ConfigError(f"{key}: must be a list of [[methods]] tables.")
-            kwargs[name] = tuple(
-                from_dict(MethodConfig, m, f"{key}.{i}") for i, m in enumerate(value)
-            )
-        else:
-            kwargs[name] = _convert(key, value, hints[name])
-    missing = [
-        n
-        for n, f in fields.items()
-        if n not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{where}: missing required key {missing[0]!r}.")
-    return cls(**kwargs)
+    try:
+        return dacite.from_dict(cls, data, config=_DACITE)
+    except dacite.UnexpectedDataError as err:
+        allowed = sorted(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(
+            f"{where}: unknown key {sorted(err.keys)[0]!r}; allowed keys: {allowed}."
+        ) from None
+    except dacite.MissingValueError as err:
+        raise ConfigError(f"{where}: missing required key {err.field_path!r}.") from None
+    except dacite.WrongTypeError as err:
+        key = f"{path}.{err.field_path}" if path else err.field_path
+        value = list(err.value) if isinstance(err.value, tuple) else err.value
+        raise ConfigError(f"{key} = {value!r}: must be {_type_words(err.field_type)}.") from None
 
 
-def _kind_from_dict(kinds: Mapping[str, type], data: Any, path: str, default: str) -> Any:
-    """The kind dataclass a ``[data]`` or ``[model]`` table names with ``kind``."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a table, got {data!r}.")
-    kind = data.get("kind", default)
-    _choice(f"{path}.kind", kind, list(kinds))
-    return from_dict(kinds[kind], {**data, "kind": kind}, path)
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build config dataclass ``cls`` from a (parsed TOML/JSON) dict, validating keys.
+
+    The ``[data]`` and ``[model]`` tables become the kind their ``kind`` names; each
+    ``[[methods]]`` table a :class:`~grokjax.train.method.MethodConfig`.
+    """
+    if cls is not ExperimentConfig or not isinstance(data, Mapping):
+        return _build(cls, data, path)
+    data = dict(data)
+    defaults = ExperimentConfig.__dataclass_fields__
+    for name, kinds in (("data", DATA_KINDS), ("model", MODEL_KINDS)):
+        if name in data:
+            table = data[name]
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{name}: expected a table, got {table!r}.")
+            kind = table.get("kind", defaults[name].default_factory().kind)
+            _choice(f"{name}.kind", kind, list(kinds))
+            data[name] = _build(kinds[kind], {**table, "kind": kind}, name)
+    if isinstance(data.get("methods"), list):
+        data["methods"] = [
+            _build(MethodConfig, m, f"methods.{i}") for i, m in enumerate(data["methods"])
+        ]
+    elif "methods" in data:
+        raise ConfigError("methods: must be a list of [[methods]] tables.")
+    return _build(ExperimentConfig, data, path)
 
 
 def load_toml(path: str) -> ExperimentConfig:
