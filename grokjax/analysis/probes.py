@@ -16,6 +16,15 @@ experiment lists its probes by dotted name, with keyword arguments::
 
 Adding a probe needs no change to the trainer: write the function, name it in a config.
 
+Besides the member's state and the evaluation splits, a probe may read aggregates of
+the interval's training steps; it declares which with :func:`reads`, so the trainer
+keeps only what some probe asks for:
+
+- ``ctx.step_means``: interval means of the steps' statistics: ``train_loss`` and
+  ``train_acc`` always, and with ``track_entropy`` the :data:`ENTROPY_MEANS`;
+- ``ctx.last_grads`` and ``ctx.last_updates`` (``reads("last_step")``): the gradient
+  and the optimizer's update of the interval's last step.
+
 References:
   Prieto et al. 2025, "Grokking at the Edge of Numerical Stability" (the
   numerical-stability diagnostics).
@@ -34,13 +43,23 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "ENTROPY_MEANS",
     "ProbeContext",
     "activation_shapes",
+    "last_step_geometry",
     "leaf_names",
     "numerical_stability",
+    "probe_reads",
+    "reads",
     "resolve_probe",
     "surge_collapse_events",
+    "training_entropy",
 ]
+
+# Step means with ``track_entropy`` (an MLP): the activation entropy of the last hidden
+# layer in nats and normalised by ln(width), and the label entropy in bits, averaged
+# over the interval's batches.
+ENTROPY_MEANS = ("act_entropy", "act_entropy_norm", "target_entropy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +76,10 @@ class ProbeContext:
       loss_dtype: the dtype ``loss_fn`` computes in (``"float32"``, …).
       train: ``(inputs, labels)`` of the member's whole training split.
       val: ``(inputs, labels)`` of its validation split.
+      step_means: interval means of the training steps' statistics, by name.
+      last_grads: the last training step's gradient (a probe that :func:`reads`
+        ``"last_step"``; else ``None``).
+      last_updates: that step's update, as added to the parameters (likewise).
     """
 
     params: Any
@@ -67,6 +90,37 @@ class ProbeContext:
     loss_dtype: str
     train: tuple[jax.Array, jax.Array]
     val: tuple[jax.Array, jax.Array]
+    step_means: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
+    last_grads: Any = None
+    last_updates: Any = None
+
+
+def reads(*aggregates: str) -> Callable[[Callable], Callable]:
+    """Declare the training-step aggregates a probe reads: ``"last_step"`` (gradient
+    and update of the interval's last step) and/or names of ``ctx.step_means``.
+
+    >>> @reads("last_step")
+    ... def grad_norm(ctx):
+    ...     return {"grad_sq": sum(jnp.sum(g**2) for g in jax.tree.leaves(ctx.last_grads))}
+    >>> sorted(probe_reads(grad_norm))
+    ['last_step']
+    """
+
+    def mark(probe: Callable) -> Callable:
+        probe.reads = frozenset(aggregates)
+        return probe
+
+    return mark
+
+
+def probe_reads(probe: Callable) -> frozenset[str]:
+    """What :func:`reads` declared for ``probe`` (a function or a bound partial)."""
+    return getattr(getattr(probe, "func", probe), "reads", frozenset())
+
+
+def uses_last_step(probes: Any) -> bool:
+    """Whether any of ``probes`` reads the last step's gradients and updates."""
+    return any("last_step" in probe_reads(p) for p in probes)
 
 
 def leaf_names(params: Any) -> list[str]:
@@ -134,6 +188,28 @@ def activation_shapes(ctx: ProbeContext) -> dict[str, jax.Array]:
         for name, leaf in zip(leaf_names(ctx.params), leaves, strict=True)
         if name.endswith("log_k")
     }
+
+
+@reads(*ENTROPY_MEANS)
+def training_entropy(ctx: ProbeContext) -> dict[str, jax.Array]:
+    """The :data:`ENTROPY_MEANS` of the interval's training batches (they need
+    ``track_entropy = true``): ``act_entropy``, ``act_entropy_norm``,
+    ``target_entropy``."""
+    return {k: ctx.step_means[k] for k in ENTROPY_MEANS}
+
+
+@reads("last_step")
+def last_step_geometry(ctx: ProbeContext) -> dict[str, jax.Array]:
+    """How the optimizer turned the last step's gradient ``g`` into its update ``u``:
+    ``last_grad_norm`` ‖g‖, ``last_update_norm`` ‖u‖ (global L2 norms) and
+    ``last_update_cos`` cos(u, −g) (1 for SGD; Grokfast's amplified slow component and
+    Adam's rescaling turn it away from −g)."""
+    g = [x.astype(jnp.float32).ravel() for x in jax.tree.leaves(ctx.last_grads)]
+    u = [x.astype(jnp.float32).ravel() for x in jax.tree.leaves(ctx.last_updates)]
+    g, u = jnp.concatenate(g), jnp.concatenate(u)
+    g_norm, u_norm = jnp.linalg.norm(g), jnp.linalg.norm(u)
+    cos = -jnp.dot(g, u) / jnp.maximum(g_norm * u_norm, jnp.finfo(jnp.float32).tiny)
+    return {"last_grad_norm": g_norm, "last_update_norm": u_norm, "last_update_cos": cos}
 
 
 def surge_collapse_events(ctx: ProbeContext) -> dict[str, jax.Array]:

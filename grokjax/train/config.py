@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from grokjax.analysis.probes import resolve_probe
+from grokjax.analysis.probes import ENTROPY_MEANS, probe_reads, resolve_probe
 from grokjax.data.tasks import ModularData
 from grokjax.errors import check, choice
 from grokjax.nn.kinds import MODEL_KINDS, DecoderModel
@@ -62,6 +62,8 @@ class ExperimentConfig:
     loss_dtype: str = "float32"
     # measurements at every evaluation (grokjax.analysis.probes), by dotted name
     probes: tuple[dict[str, Any], ...] = ({"probe": "grokjax.analysis.activation_shapes"},)
+    # measure the activation entropy of the MLP's last hidden layer at every step: passed
+    # to the optimizer as ``activation_entropy``, and to probes (``training_entropy``)
     track_entropy: bool = False
     tokens_per_param: float = 0.0  # > 0 (language models): steps from a token budget
     train_threshold: float = 0.99
@@ -109,7 +111,7 @@ class ExperimentConfig:
                     f"a float dtype at least as wide as the parameters' ({self.dtype!r})",
                     state,
                 )
-        extra = {"value": 1.0, **({"activation_entropy": 0.5} if self.tracks_entropy else {})}
+        extra = {"value": 1.0, **({"activation_entropy": 0.5} if self.track_entropy else {})}
         for i, method in enumerate(self.methods):
             with jax.enable_x64(True) if method.float64_state else contextlib.nullcontext():
                 check_update(method.build_optimizer(), extra, f"methods.{i}.optimizer")
@@ -160,7 +162,7 @@ class ExperimentConfig:
                     method.activation,
                 )
                 dataclasses.replace(model, activation=method.activation).validate(f"methods.{i}")
-        if self.tracks_entropy:
+        if self.track_entropy:
             check(
                 "model.kind",
                 model.has_features,
@@ -181,19 +183,22 @@ class ExperimentConfig:
     def probe_functions(self) -> list[Any]:
         """The configured probes, resolved and bound to their keyword arguments."""
         out = []
+        available = {"last_step", "train_loss", "train_acc"}
+        available |= set(ENTROPY_MEANS) if self.track_entropy else set()
         for i, spec in enumerate(self.probes):
             try:
                 out.append(resolve_probe(spec))
             except ValueError as err:
                 sep = ": " if str(err).startswith("probe = ") else "."
                 raise ConfigError(f"probes.{i}{sep}{err}") from err
+            missing = sorted(probe_reads(out[-1]) - available)
+            if missing:
+                hint = " (set track_entropy = true)" if set(missing) <= set(ENTROPY_MEANS) else ""
+                raise ConfigError(
+                    f"probes.{i}: {spec['probe']} reads the training steps' {missing}, which "
+                    f"this experiment does not measure{hint}; available: {sorted(available)}."
+                )
         return out
-
-    @property
-    def tracks_entropy(self) -> bool:
-        """Log activation/target entropy and Surge-Collapse events, and pass the batch's
-        normalised activation entropy to the optimizer (``activation_entropy``)."""
-        return self.track_entropy
 
     def method_loss(self, method: MethodConfig) -> tuple[str, str]:
         """``(normalizer, loss dtype)`` of ``method``: its own, else the experiment's."""

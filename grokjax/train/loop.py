@@ -207,10 +207,7 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     # per group: methods may train model variants with their own activation shapes
     probes = config.probe_functions()
     names, array_names = zip(
-        *(
-            metric_names(g, task, probes, s, config.tracks_entropy)
-            for g, s in zip(groups, states, strict=True)
-        ),
+        *(metric_names(g, task, probes, s) for g, s in zip(groups, states, strict=True)),
         strict=True,
     )
     metric_shardings = [

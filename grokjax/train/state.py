@@ -161,7 +161,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
         config.methods, models, optimizers, members, initial, strict=True
     ):
         graphdef = graphdefs[model]
-        features = model.features_fn(graphdef) if config.tracks_entropy else None
+        features = model.features_fn(graphdef) if config.track_entropy else None
         seeds = [seed for seed, _ in group_members]
         # the update reads swept values from the state: the first member's build serves all
         tx = opt({p: group_members[0][1][f"optimizer.{p}"] for p in opt.swept})

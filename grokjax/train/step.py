@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,14 +35,13 @@ import optax
 from jax import lax
 
 import grokjax as gj
-from grokjax.analysis.probes import ProbeContext
+from grokjax.analysis.probes import ENTROPY_MEANS, ProbeContext, uses_last_step
 from grokjax.data.tasks import Task
 from grokjax.errors import ConfigError
 from grokjax.train.chain import has_state
 from grokjax.train.state import Group, GroupState
 
 __all__ = [
-    "ENTROPY_METRICS",
     "batch_rows",
     "epoch_permutations",
     "make_interval_fn",
@@ -49,28 +49,33 @@ __all__ = [
     "metric_names",
 ]
 
-# Interval means over the training batches with entropy tracking: the activation
-# entropy of the last hidden layer in nats and normalised by ln(width), and the label
-# entropy in bits.
-ENTROPY_METRICS = ("act_entropy", "act_entropy_norm", "target_entropy")
 _NOISE_SALT = 0x6E6F6973  # separates the input-noise stream from batch sampling
 _DROPOUT_SALT = 0x64726F70  # and the dropout stream from both
 
 
+def _step_mean_names(group: Group) -> tuple[str, ...]:
+    return ("train_loss", "train_acc", *(ENTROPY_MEANS if group.features_fn else ()))
+
+
 def metric_names(
-    group: Group, task: Task, probes: Sequence[Callable], state: GroupState, entropy: bool
+    group: Group, task: Task, probes: Sequence[Callable], state: GroupState
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(scalars, arrays)``: the names of what an interval reports per member of
     ``group``. Scalars: the training means first, then the evaluation's (validation
     loss and accuracy, ``finite`` and the probes' scalars, in ``eval_shape``'s sorted
     order); arrays: the probes' non-scalar outputs."""
     member = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
+    means = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in _step_mean_names(group)}
+    last = (member.params, member.params) if uses_last_step(probes) else None
     evaluated = jax.eval_shape(
-        functools.partial(_member_eval, group, task, group.loss, tuple(probes)), member
+        functools.partial(_member_eval, group, task, group.loss, tuple(probes)),
+        member,
+        means,
+        last,
     )
     scalars = tuple(k for k, v in evaluated.items() if not v.shape)
     arrays = tuple(k for k, v in evaluated.items() if v.shape)
-    return ("train_loss", "train_acc", *(ENTROPY_METRICS if entropy else ()), *scalars), arrays
+    return ("train_loss", "train_acc", *scalars), arrays
 
 
 def epochs_spanned(interval: int, steps_per_epoch: int) -> int:
@@ -182,7 +187,7 @@ def _member_grads(
 
 
 def _member_update(group: Group, grads, opt_state, params, extra):
-    """One optimizer update: ``(params, opt_state)`` after ``grads``.
+    """One optimizer update: ``(params, opt_state, updates)`` after ``grads``.
 
     ``extra`` reaches the optimizer as optax extra arguments: ``value`` (the batch's
     mean training loss, e.g. for ``optax.contrib.reduce_on_plateau``) and, with
@@ -193,7 +198,7 @@ def _member_update(group: Group, grads, opt_state, params, extra):
     # Half-precision moments meet float32 hyperparameters and widen: keep every state
     # leaf in the dtype it was initialised in (the parameters' dtype, as PyTorch does).
     new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, opt_state)
-    return optax.apply_updates(params, updates), new_state
+    return optax.apply_updates(params, updates), new_state, updates
 
 
 def _member_step(
@@ -209,8 +214,8 @@ def _member_step(
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     member = (state.params, state.key, state.train_idx, perms, sigma)
     grads, stats, extra = _member_grads(group, task, loss, member, step, first_epoch)
-    params, opt_state = _member_update(group, grads, state.opt_state, state.params, extra)
-    return state._replace(params=params, opt_state=opt_state), stats
+    params, opt_state, updates = _member_update(group, grads, state.opt_state, state.params, extra)
+    return state._replace(params=params, opt_state=opt_state), stats, (grads, updates)
 
 
 def _group_step(
@@ -223,8 +228,8 @@ def _group_step(
     step: jax.Array,
     first_epoch: jax.Array,
 ):
-    """Every member's step: gradients per member (``vmap`` or ``lax.map``), then one
-    vmapped optimizer update.
+    """Every member's step (and its gradients and updates): gradients per member
+    (``vmap`` or ``lax.map``), then one vmapped optimizer update.
 
     Only the gradient — the matmuls — runs under ``lax.map``: mapping the update too
     would slice each member's whole optimizer state out of the stacked state and write
@@ -246,16 +251,22 @@ def _group_step(
     args = (grads, state.opt_state, state.params, extra)
     if member_axis == "map" and has_state(state.opt_state, gj.optim.BRANCHING_STATES):
         # a ``cond`` that skips costly work would become a ``select`` under vmap
-        params, opt_state = lax.map(lambda a: update(*a), args)
+        params, opt_state, updates = lax.map(lambda a: update(*a), args)
     else:
-        params, opt_state = jax.vmap(update)(*args)
-    return state._replace(params=params, opt_state=opt_state), stats
+        params, opt_state, updates = jax.vmap(update)(*args)
+    return state._replace(params=params, opt_state=opt_state), stats, (grads, updates)
 
 
 def member_probe_context(
-    group: Group, task: Task, loss: tuple[str, str], state: GroupState
+    group: Group,
+    task: Task,
+    loss: tuple[str, str],
+    state: GroupState,
+    step_means: Mapping[str, jax.Array] | None = None,
+    last_step: tuple[Any, Any] | None = None,
 ) -> ProbeContext:
     """One member's :class:`~grokjax.analysis.probes.ProbeContext` at an evaluation."""
+    grads, updates = last_step if last_step is not None else (None, None)
     return ProbeContext(
         params=state.params,
         opt_state=state.opt_state,
@@ -265,6 +276,9 @@ def member_probe_context(
         loss_dtype=loss[1],
         train=task.rows(state.train_idx),
         val=task.rows(state.val_idx),
+        step_means=dict(step_means or {}),
+        last_grads=grads,
+        last_updates=updates,
     )
 
 
@@ -274,17 +288,21 @@ def _member_eval(
     loss: tuple[str, str],
     probes: tuple[Callable, ...],
     state: GroupState,
+    step_means: Mapping[str, jax.Array] | None = None,
+    last_step: tuple[Any, Any] | None = None,
 ) -> dict[str, jax.Array]:
-    ctx = member_probe_context(group, task, loss, state)
+    ctx = member_probe_context(group, task, loss, state, step_means, last_step)
     x, y = ctx.val
     logits = group.logits_fn(state.params, x)
+    val_loss = _mean(task.losses(logits, y, *loss))
     out = {
-        "val_loss": _mean(task.losses(logits, y, *loss)),
+        "val_loss": val_loss,
         "val_acc": jnp.mean(task.hits(logits, y)),
-        "finite": jnp.isfinite(optax.tree.norm(state.params)),
+        "finite": jnp.isfinite(optax.tree.norm(state.params))
+        & jnp.isfinite(val_loss)
+        & jnp.isfinite(ctx.step_means.get("train_loss", 0.0)),
     }
     reserved = {"step", "method", "group", "member", "seed", "train_loss", "train_acc"}
-    reserved |= set(ENTROPY_METRICS)
     for probe in probes:
         measured = probe(ctx)
         clash = sorted((measured.keys() & out.keys()) | (measured.keys() & reserved))
@@ -298,19 +316,23 @@ def _member_eval(
     return out
 
 
-def _over_members(fn, member_axis: str):
-    """Apply ``fn(member_state, *shared)`` to every member: batched (vmap) or one by one.
+def _over_members(fn, member_axis: str, batched: int = 1):
+    """Apply ``fn(*member_args, *shared)`` to every member: batched (vmap) or one by one.
 
+    The first ``batched`` arguments have a leading member axis; the rest are shared.
     ``"map"`` (``lax.map``) keeps every matmul unbatched. On the CPU that is faster:
     a vmapped member axis turns each projection into a batched dot, which XLA runs
     slower there (benchmarks/train_throughput.py). ``"vmap"`` suits accelerators and
     sharded members.
     """
-    if member_axis == "vmap":
-        return lambda states, *shared: jax.vmap(fn, in_axes=(0,) + (None,) * len(shared))(
-            states, *shared
-        )
-    return lambda states, *shared: lax.map(lambda st: fn(st, *shared), states)
+
+    def over(*args):
+        members, shared = args[:batched], args[batched:]
+        if member_axis == "vmap":
+            return jax.vmap(fn, in_axes=(0,) * batched + (None,) * len(shared))(*args)
+        return lax.map(lambda m: fn(*m, *shared), members)
+
+    return over
 
 
 def resolve_member_axis(member_axis: str, num_devices: int) -> str:
@@ -344,9 +366,12 @@ def make_interval_fn(
     """
     steps = [functools.partial(_group_step, g, task, g.loss, member_axis) for g in groups]
     evals = [
-        _over_members(functools.partial(_member_eval, g, task, g.loss, tuple(probes)), member_axis)
+        _over_members(
+            functools.partial(_member_eval, g, task, g.loss, tuple(probes)), member_axis, 3
+        )
         for g in groups
     ]
+    keep_last = uses_last_step(probes)  # else the carry holds no gradients
 
     shuffle = task.sampling == "epoch"
     spans = epochs_spanned(interval, task.steps_per_epoch) if shuffle else 0
@@ -360,33 +385,36 @@ def make_interval_fn(
         perms = [permute(st, first_epoch) if shuffle else None for st in states]
 
         def body(carry, offset):
-            states, sums = carry
+            states, sums, last = carry
             out = [
                 step_fn(st, pm, start_step + offset, first_epoch)
                 for step_fn, st, pm in zip(steps, states, perms, strict=True)
             ]
-            states = [s for s, _ in out]
-            sums = [acc + stats for acc, (_, stats) in zip(sums, out, strict=True)]
-            return (states, sums), None
+            states = [s for s, _, _ in out]
+            sums = [acc + stats for acc, (_, stats, _) in zip(sums, out, strict=True)]
+            last = [grads_updates for _, _, grads_updates in out] if keep_last else last
+            return (states, sums, last), None
 
         width = 3 if groups[0].features_fn is None else 6
         zeros = [jnp.zeros((g.size, width), jnp.float32) for g in groups]
-        (states, sums), _ = lax.scan(
-            body, (list(states), zeros), jnp.arange(interval), unroll=min(unroll, interval)
+        last = [(st.params, st.params) if keep_last else None for st in states]
+        last = jax.tree.map(jnp.zeros_like, last)
+        (states, sums, last), _ = lax.scan(
+            body, (list(states), zeros, last), jnp.arange(interval), unroll=min(unroll, interval)
         )
         metrics = []
-        for eval_fn, st, s in zip(evals, states, sums, strict=True):
-            ev = eval_fn(st)
-            train_loss = s[:, 0] / s[:, 2]
-            ev["finite"] = ev["finite"] & jnp.isfinite(train_loss) & jnp.isfinite(ev["val_loss"])
-            row = {"train_loss": train_loss, "train_acc": s[:, 1] / s[:, 2]}
+        for eval_fn, st, s, ls in zip(evals, states, sums, last, strict=True):
+            means = {"train_loss": s[:, 0] / s[:, 2], "train_acc": s[:, 1] / s[:, 2]}
             if s.shape[1] == 6:
-                row.update(
+                means.update(
                     act_entropy=s[:, 3] / s[:, 2],
                     act_entropy_norm=s[:, 4] / s[:, 2],
                     target_entropy=s[:, 5] / interval,
                 )
-            metrics.append({**row, **ev})
+            ev = eval_fn(st, means, ls)
+            metrics.append(
+                {"train_loss": means["train_loss"], "train_acc": means["train_acc"], **ev}
+            )
         return states, metrics
 
     return interval_fn
