@@ -11,8 +11,8 @@ import optax
 import pytest
 import tomli
 
+from grokjax.optim.specs import Optimizer, keyed_transforms
 from grokjax.train import ConfigError, apply_overrides, resolve, run_experiment
-from grokjax.train.chain import Optimizer, keyed_transforms
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.loading import from_dict
 

@@ -1,5 +1,9 @@
 """optax GradientTransformations for grokking research: Grokfast, ⊥Grad, Surge-Collapse."""
 
+from typing import Any
+
+import jax
+
 from grokjax.optim.grokfast import (
     GrokfastEmaState,
     GrokfastMaState,
@@ -32,6 +36,22 @@ BRANCHING_STATES: tuple[type, ...] = (SurgeCollapseState,)
 # (Surge-Collapse's entropy pump; read with ``surge_collapse_input_noise``).
 INPUT_NOISE_STATES: tuple[type, ...] = (SurgeCollapseState,)
 
+
+def has_state(opt_state: Any, types: tuple[type, ...]) -> bool:
+    """Whether ``opt_state`` holds a state of one of ``types`` anywhere.
+
+    >>> import jax.numpy as jnp, optax
+    >>> state = surge_collapse(optax.sgd(0.1)).init({"w": jnp.ones(2)})
+    >>> has_state(state, BRANCHING_STATES), has_state(state, (GrokfastEmaState,))
+    (True, False)
+    """
+    found: list[bool] = []
+    jax.tree.map(
+        lambda _: None, opt_state, is_leaf=lambda n: found.append(isinstance(n, types)) or False
+    )
+    return any(found)
+
+
 __all__ = [
     "BRANCHING_STATES",
     "INPUT_NOISE_STATES",
@@ -47,6 +67,7 @@ __all__ = [
     "entropy_controller_step",
     "grokfast_ema",
     "grokfast_ma",
+    "has_state",
     "ortho_adamw",
     "ortho_sgd",
     "orthograd",

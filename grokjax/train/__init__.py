@@ -1,6 +1,6 @@
 """The grokking trainer: configs, vmapped members, sharding, checkpoints, detection."""
 
-from grokjax.train.chain import Optimizer, resolve_callable
+from grokjax.optim.specs import Optimizer, resolve_callable
 from grokjax.train.checkpoint import CheckpointError, RunCheckpointer
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector

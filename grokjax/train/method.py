@@ -7,20 +7,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from grokjax.errors import check as _check
-from grokjax.train.chain import Optimizer, walk_specs
+from grokjax.optim.specs import Optimizer, walk_specs
 from grokjax.train.errors import ConfigError
 
-__all__ = ["MethodConfig"]
+__all__ = ["MethodConfig", "check_update"]
 
 
 @dataclass(frozen=True)
 class MethodConfig:
     """One optimizer, trained for every seed × every point of ``sweep``.
 
-    ``optimizer`` is a list of transform specs (:mod:`grokjax.train.chain`). ``sweep``
+    ``optimizer`` is a list of transform specs (:mod:`grokjax.optim.specs`). ``sweep``
     maps ``"optimizer.<path>"`` (a float keyword, e.g. ``"optimizer.0.lamb"``) or
     ``"input_noise"`` to the values its members take.
     """
@@ -65,7 +66,7 @@ class MethodConfig:
             self.build_optimizer()(self.swept_values())  # the transforms' own checks
 
     def build_optimizer(self) -> Optimizer:
-        """The method's :class:`~grokjax.train.chain.Optimizer`: swept keywords injected,
+        """The method's :class:`~grokjax.optim.specs.Optimizer`: swept keywords injected,
         in float64 when a transform keeps its state in float64 (then e.g. Adam's bias
         corrections 1 − β^t are float64 too; a float32 β2 is off by ~1e-8)."""
         swept = tuple(
@@ -128,3 +129,29 @@ def _eps_settings(method: MethodConfig, skip_float64: bool = False) -> list[tupl
         if isinstance(spec.get("eps"), (int, float))
         and not (skip_float64 and any(path.startswith(w + ".") for w in wide))
     ]
+
+
+def check_update(optimizer: Optimizer, extra_args: Mapping[str, Any], path: str) -> None:
+    """Trace one init and update on a small parameter tree, with the extra arguments the
+    trainer passes (``value``, …), so a transform that needs another one fails here, in
+    words, instead of inside the compiled run."""
+    params = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32)}
+    values = {p: jax.ShapeDtypeStruct((), optimizer.hyperparam_dtype) for p in optimizer.swept}
+    # keys as the trainer passes them: raw uint32[2] arrays, one per keyed transform
+    keys = [jax.ShapeDtypeStruct((2,), jnp.uint32)] * optimizer.num_keys
+
+    def step(params, values, keys):
+        tx = optimizer(values, keys)
+        return tx.update(params, tx.init(params), params, **extra_args)
+
+    try:
+        jax.eval_shape(step, params, values, keys)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        given = ", ".join(extra_args) or "none"
+        raise ConfigError(
+            f"{path}: the optimizer's init or update failed as the trainer calls it (extra "
+            f"arguments: {given}, track_entropy = true adds activation_entropy; a transform "
+            f"taking `key` gets a raw uint32[2] PRNG key): {err}"
+        ) from err

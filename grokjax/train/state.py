@@ -21,7 +21,7 @@ from flax import nnx
 
 import grokjax as gj
 from grokjax.data.tasks import Task
-from grokjax.train.chain import has_state
+from grokjax.optim import has_state
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.method import MethodConfig
 

@@ -38,7 +38,7 @@ import grokjax as gj
 from grokjax.analysis.probes import ENTROPY_MEANS, ProbeContext, uses_last_step
 from grokjax.data.tasks import Task
 from grokjax.errors import ConfigError
-from grokjax.train.chain import has_state
+from grokjax.optim import has_state
 from grokjax.train.state import Group, GroupState
 
 __all__ = [

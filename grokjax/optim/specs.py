@@ -1,4 +1,4 @@
-"""A method's optimizer from its config: a list of transforms resolved by dotted name.
+"""Optax transformations from specs: lists of transforms named by dotted name.
 
 A config writes an optimizer as a list of *specs*, each a table naming a callable in
 ``grokjax``, ``optax`` or ``optax.contrib`` and giving its keyword arguments::
@@ -22,8 +22,15 @@ Swept keywords (dotted paths such as ``"0.lamb"`` or ``"2.learning_rate.end_valu
 are injected with :func:`optax.inject_hyperparams` around the whole chain, so each
 member of a vmapped sweep carries its own value in its state and the program compiles
 once; every other keyword stays a static Python value (some transforms validate theirs
-eagerly). Randomness: a transform with a ``key`` parameter gets one from the trainer
-(the member's optimizer key; a later keyed transform folds in its index).
+eagerly). Randomness: a transform with a ``key`` parameter gets one of the ``keys``
+passed to the build (the trainer passes each member's own).
+
+>>> import jax.numpy as jnp
+>>> tx = Optimizer(({"transform": "grokjax.grokfast_ema", "lamb": 2.0},
+...                 {"transform": "optax.sgd", "learning_rate": 0.1}), swept=("0.lamb",))
+>>> state = tx({"0.lamb": 5.0}).init({"w": jnp.ones(3)})
+>>> float(state.hyperparams["optimizer_0_lamb"])
+5.0
 """
 
 from __future__ import annotations
@@ -41,16 +48,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from grokjax.train.errors import ConfigError
+from grokjax.errors import ConfigError
 
-__all__ = [
-    "Optimizer",
-    "check_update",
-    "has_state",
-    "keyed_transforms",
-    "resolve_callable",
-    "walk_specs",
-]
+__all__ = ["Optimizer", "keyed_transforms", "resolve_callable", "walk_specs"]
 
 NAMESPACES = ("grokjax", "optax", "optax.contrib")
 
@@ -135,45 +135,48 @@ class _Builder:
         self.keys = keys
         self.used: set[str] = set()  # swept paths that reached a keyword
 
-    def chain(self, specs: Sequence[Mapping[str, Any]], path: str) -> optax.GradientTransformation:
-        return optax.chain(*(self.transform(s, f"{path}{i}") for i, s in enumerate(specs)))
+    def chain(self, specs: Sequence[Any], path: str) -> optax.GradientTransformation:
+        for i, spec in enumerate(specs):
+            if not _is_spec(spec):
+                raise ConfigError(
+                    f"optimizer.{_join(path, i)} = {spec!r}: must be a table with a "
+                    "'transform' key, e.g. { transform = 'optax.adam', learning_rate = 1e-3 }."
+                )
+        return optax.chain(*(self.build(s, _join(path, i)) for i, s in enumerate(specs)))
 
-    def transform(self, spec: Any, path: str) -> optax.GradientTransformation:
-        if not _is_spec(spec):
-            raise ConfigError(
-                f"optimizer.{path} = {spec!r}: must be a table with a 'transform' key, e.g. "
-                "{ transform = 'optax.adam', learning_rate = 1e-3 }."
-            )
-        name = spec["transform"]
-        fn = resolve_callable(name, f"optimizer.{path}.transform")
-        kwargs = {k: v for k, v in spec.items() if k != "transform"}
-        kwargs.update(self.swept_here(path, kwargs))
-        if "key" in kwargs:
-            raise ConfigError(
-                f"optimizer.{path}.key: the trainer gives {name} its key (from the member's "
-                "seed); remove it."
-            )
-        _check_keywords(fn, kwargs, name, f"optimizer.{path}")
-        built = {k: self.value(fn, k, v, f"{path}.{k}") for k, v in kwargs.items()}
-        if self.keys is not None and "key" in inspect.signature(fn).parameters:
-            built["key"] = next(self.keys)
-        return self.call(fn, built, name, path)
-
-    def value(self, fn: Callable[..., Any], keyword: str, value: Any, path: str) -> Any:
+    def build(self, value: Any, path: str, owner: Callable[..., Any] | None = None) -> Any:
+        """The value at ``path``: swept, an inner chain, a built transform or schedule,
+        a record for ``owner``'s keyword, or the value as written."""
         if path in self.values:
             self.used.add(path)
             return self.values[path]
         if _is_chain(value):
-            return self.chain(value, f"{path}.")
-        if isinstance(value, Mapping) and "schedule" in value:
-            sched = resolve_callable(value["schedule"], f"optimizer.{path}.schedule", "schedule")
-            kwargs = {k: v for k, v in value.items() if k != "schedule"}
+            return self.chain(value, path)
+        head = "transform" if _is_spec(value) else "schedule"
+        if isinstance(value, Mapping) and head in value:
+            name = value[head]
+            fn = resolve_callable(name, f"optimizer.{path}.{head}", head)
+            kwargs = {k: v for k, v in value.items() if k != head}
             kwargs.update(self.swept_here(path, kwargs))
-            _check_keywords(sched, kwargs, value["schedule"], f"optimizer.{path}")
-            built = {k: self.value(sched, k, v, f"{path}.{k}") for k, v in kwargs.items()}
-            return self.call(sched, built, value["schedule"], path)
-        if isinstance(value, Mapping):
-            for record in _record_types(fn, keyword):
+            if "key" in kwargs and head == "transform":
+                raise ConfigError(
+                    f"optimizer.{path}.key: the trainer gives {name} its key (from the "
+                    "member's seed); remove it."
+                )
+            _check_keywords(fn, kwargs, name, f"optimizer.{path}")
+            built = {k: self.build(v, f"{path}.{k}", fn) for k, v in kwargs.items()}
+            if self.keys is not None and "key" in inspect.signature(fn).parameters:
+                built["key"] = next(self.keys)
+            try:
+                return fn(**built)
+            except ConfigError:
+                raise
+            except (TypeError, ValueError) as err:
+                raise ConfigError(
+                    f"optimizer.{path}: {name}({_show(built)}) failed: {err}"
+                ) from err
+        if isinstance(value, Mapping) and owner is not None:
+            for record in _record_types(owner, path.rpartition(".")[2]):
                 fields = (
                     [f.name for f in dataclasses.fields(record)]
                     if dataclasses.is_dataclass(record)
@@ -198,14 +201,9 @@ class _Builder:
                 self.used.add(swept)
         return out
 
-    @staticmethod
-    def call(fn: Callable[..., Any], kwargs: dict[str, Any], name: str, path: str) -> Any:
-        try:
-            return fn(**kwargs)
-        except ConfigError:
-            raise
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"optimizer.{path}: {name}({_show(kwargs)}) failed: {err}") from err
+
+def _join(path: str, index: int) -> str:
+    return f"{path}.{index}" if path else str(index)
 
 
 def _show(kwargs: Mapping[str, Any]) -> str:
@@ -234,15 +232,6 @@ def keyed_transforms(specs: Sequence[Any]) -> list[str]:
         if "key" in inspect.signature(fn).parameters:
             out.append(path)
     return out
-
-
-def has_state(opt_state: Any, types: tuple[type, ...]) -> bool:
-    """Whether ``opt_state`` holds a state of one of ``types`` anywhere."""
-    found: list[bool] = []
-    jax.tree.map(
-        lambda _: None, opt_state, is_leaf=lambda n: found.append(isinstance(n, types)) or False
-    )
-    return any(found)
 
 
 def _identifier(path: str) -> str:
@@ -322,29 +311,3 @@ class Optimizer:
     def transforms(self) -> list[tuple[str, Mapping[str, Any]]]:
         """``(path, spec)`` of every transform, inner chains included."""
         return list(walk_specs(self.specs))
-
-
-def check_update(optimizer: Optimizer, extra_args: Mapping[str, Any], path: str) -> None:
-    """Trace one init and update on a small parameter tree, with the extra arguments the
-    trainer passes (``value``, …), so a transform that needs another one fails here, in
-    words, instead of inside the compiled run."""
-    params = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32)}
-    values = {p: jax.ShapeDtypeStruct((), optimizer.hyperparam_dtype) for p in optimizer.swept}
-    # keys as the trainer passes them: raw uint32[2] arrays, one per keyed transform
-    keys = [jax.ShapeDtypeStruct((2,), jnp.uint32)] * optimizer.num_keys
-
-    def step(params, values, keys):
-        tx = optimizer(values, keys)
-        return tx.update(params, tx.init(params), params, **extra_args)
-
-    try:
-        jax.eval_shape(step, params, values, keys)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as err:
-        given = ", ".join(extra_args) or "none"
-        raise ConfigError(
-            f"{path}: the optimizer's init or update failed as the trainer calls it (extra "
-            f"arguments: {given}, track_entropy = true adds activation_entropy; a transform "
-            f"taking `key` gets a raw uint32[2] PRNG key): {err}"
-        ) from err
