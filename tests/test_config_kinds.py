@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from grokjax.data.tasks import DATA_KINDS, GaussianData, TextWindowData
+from grokjax.data.kinds import DATA_KINDS, GaussianData, TextWindowData
 from grokjax.nn.kinds import MODEL_KINDS, MLPModel
 from grokjax.train import ConfigError, apply_overrides, resolve
 

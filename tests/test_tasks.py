@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from grokjax.data.tasks import DATA_KINDS, ModularData, Task
+from grokjax.data.kinds import DATA_KINDS, ModularData
+from grokjax.data.task import Task
 from grokjax.train import apply_overrides, resolve, run_experiment
 
 TINY = [

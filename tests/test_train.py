@@ -279,22 +279,21 @@ def test_member_axis_map_equals_vmap():
 def test_interval_shuffles_give_the_per_step_batches(interval):
     """Shuffles computed once per interval give the rows a per-step shuffle gives."""
     from grokjax.train.state import init_groups
-    from grokjax.train.step import batch_rows, epoch_permutations, epochs_spanned
 
     task, _, states = init_groups(tiny("batch_size=25"))  # 60 rows: 3 steps per epoch
     assert task.steps_per_epoch == 3
     key, train_idx = states[0].key[0], states[0].train_idx[0]
-    spans = epochs_spanned(interval, task.steps_per_epoch)
+    spans = task.epochs_spanned(interval)
     for start in range(0, 12):
         first = start // 3
-        perms = epoch_permutations(task, key, jnp.int32(first), spans)
+        perms = task.epoch_permutations(key, jnp.int32(first), spans)
         for step in range(start, start + interval):
-            want_rows, want_mask = batch_rows(task, key, jnp.int32(step), train_idx)
-            rows, mask = batch_rows(task, key, jnp.int32(step), train_idx, perms, first)
+            want_rows, want_mask = task.batch_rows(key, jnp.int32(step), train_idx)
+            rows, mask = task.batch_rows(key, jnp.int32(step), train_idx, perms, first)
             np.testing.assert_array_equal(rows, want_rows)
             np.testing.assert_array_equal(mask, want_mask)
     # every row once per epoch, the last batch padded and masked
-    epoch = [batch_rows(task, key, jnp.int32(s), train_idx) for s in range(3)]
+    epoch = [task.batch_rows(key, jnp.int32(s), train_idx) for s in range(3)]
     real = np.concatenate([np.asarray(r)[np.asarray(m) > 0] for r, m in epoch])
     assert sorted(real.tolist()) == sorted(np.asarray(train_idx).tolist())
 

@@ -2,7 +2,7 @@
 
 Each kind validates itself, says which inputs it reads (``input_kinds``: token
 sequences, vectors or a token stream), builds its Flax NNX module for a
-:class:`~grokjax.data.tasks.Task`, and gives the pure ``logits_fn(params, x)`` the
+:class:`~grokjax.data.kinds.Task`, and gives the pure ``logits_fn(params, x)`` the
 trainer differentiates. A new model is a new kind in :data:`MODEL_KINDS`.
 """
 

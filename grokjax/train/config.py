@@ -7,7 +7,7 @@ run vmapped. All methods of an experiment run in one compiled program.
 
 Configs load from TOML files (``experiments/*.toml``) and accept dotted overrides
 (:mod:`grokjax.train.loading`); the data and model sections are kinds of
-:mod:`grokjax.data.tasks` and :mod:`grokjax.nn.kinds`; methods are
+:mod:`grokjax.data.kinds` and :mod:`grokjax.nn.kinds`; methods are
 :class:`~grokjax.train.method.MethodConfig`. Every error names the offending key and
 what is allowed.
 """
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from grokjax.analysis.probes import ENTROPY_MEANS, probe_reads, resolve_probe
-from grokjax.data.tasks import ModularData
+from grokjax.data.kinds import ModularData
 from grokjax.errors import check, choice
 from grokjax.nn.kinds import MODEL_KINDS, DecoderModel
 from grokjax.train.errors import ConfigError
@@ -49,7 +49,7 @@ class ExperimentConfig:
 
     name: str
     methods: tuple[MethodConfig, ...]
-    data: Any = field(default_factory=ModularData)  # a kind of grokjax.data.tasks
+    data: Any = field(default_factory=ModularData)  # a kind of grokjax.data.kinds
     model: Any = field(default_factory=DecoderModel)  # a kind of grokjax.nn.kinds
     steps: int = 300_000
     batch_size: int = 512

@@ -14,7 +14,7 @@ from typing import Any
 import dacite
 import tomli
 
-from grokjax.data.tasks import DATA_KINDS
+from grokjax.data.kinds import DATA_KINDS
 from grokjax.errors import choice as _choice
 from grokjax.nn.kinds import MODEL_KINDS
 from grokjax.train.config import ExperimentConfig

@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 import grokjax as gj
-from grokjax.data.tasks import Task
+from grokjax.data.task import Task
 from grokjax.optim import has_state
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.method import MethodConfig
@@ -28,7 +28,6 @@ from grokjax.train.method import MethodConfig
 __all__ = [
     "Group",
     "GroupState",
-    "Task",
     "build_model",
     "build_task",
     "init_groups",

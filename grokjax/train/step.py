@@ -6,13 +6,9 @@ group (``vmap``, or ``lax.map`` on one CPU device: see :func:`resolve_member_axi
 then an evaluation on the full validation split. The global step counter is a scalar
 shared by all members (they advance in lockstep), so nothing branches per member.
 
-Batches are drawn inside the step from the member's key and the step number alone,
-which makes training deterministic and resumable bit for bit:
-
-- ``sampling="epoch"``: every epoch is a fresh permutation of the member's training
-  rows, cut into batches of ``batch_size`` with a smaller last batch (exactly as
-  ``torch.split`` in the reference); the padded tail is masked out of loss and accuracy.
-- ``sampling="iid"``: every batch is ``batch_size`` rows drawn with replacement.
+Batches are drawn inside the step by the task (:meth:`Task.batch_rows
+<grokjax.data.task.Task.batch_rows>`) from the member's key and the step alone, so
+training is deterministic and resumes bit for bit.
 
 Vector inputs may get Gaussian input noise per member (``input_noise``, plus the
 Surge-Collapse entropy pump's), drawn from the member's key and the step; a decoder
@@ -36,14 +32,12 @@ from jax import lax
 
 import grokjax as gj
 from grokjax.analysis.probes import ENTROPY_MEANS, ProbeContext, uses_last_step
-from grokjax.data.tasks import Task
+from grokjax.data.task import Task
 from grokjax.errors import ConfigError
 from grokjax.optim import has_state
 from grokjax.train.state import Group, GroupState
 
 __all__ = [
-    "batch_rows",
-    "epoch_permutations",
     "make_interval_fn",
     "member_probe_context",
     "metric_names",
@@ -78,53 +72,6 @@ def metric_names(
     return ("train_loss", "train_acc", *scalars), arrays
 
 
-def epochs_spanned(interval: int, steps_per_epoch: int) -> int:
-    """Most epochs that ``interval`` consecutive steps can touch, wherever they start."""
-    return -(-(interval - 1) // steps_per_epoch) + 1
-
-
-def epoch_permutations(task: Task, key: jax.Array, first_epoch: jax.Array, count: int) -> jax.Array:
-    """``(count, num_train)``: the member's shuffles of epochs ``first_epoch …``.
-
-    Epoch ``e``'s order is ``permutation(fold_in(key, e), num_train)``, the same
-    whichever interval computes it, so the batches depend on ``(key, step)`` alone.
-    """
-    epochs = first_epoch + jnp.arange(count)
-    return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), task.num_train))(
-        epochs
-    )
-
-
-def batch_rows(
-    task: Task,
-    key: jax.Array,
-    step: jax.Array,
-    train_idx: jax.Array,
-    perms: jax.Array | None = None,
-    first_epoch: jax.Array | None = None,
-):
-    """Rows of the table for ``step`` and a mask of the real (non-padding) entries.
-
-    For ``sampling="epoch"``, ``perms``/``first_epoch`` (from :func:`epoch_permutations`)
-    reuse shuffles computed once per interval instead of one per step; the rows are the
-    same either way.
-    """
-    b, n = task.batch_size, task.num_train
-    if task.sampling == "iid":
-        local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
-        return train_idx[local], jnp.ones((b,), jnp.float32)
-    spe = task.steps_per_epoch
-    epoch, pos = step // spe, step % spe
-    if perms is None:
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-    else:
-        perm = lax.dynamic_index_in_dim(perms, epoch - first_epoch, keepdims=False)
-    perm = jnp.pad(perm, (0, spe * b - n))
-    local = lax.dynamic_slice(perm, (pos * b,), (b,))
-    mask = (pos * b + jnp.arange(b)) < n
-    return train_idx[local], mask.astype(jnp.float32)
-
-
 def _mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Mean accumulated in at least float32 (per-example values may be float16).
 
@@ -153,7 +100,7 @@ def _member_grads(
     ``None``).
     """
     params, key, train_idx, perms, sigma = member
-    rows, mask = batch_rows(task, key, step, train_idx, perms, first_epoch)
+    rows, mask = task.batch_rows(key, step, train_idx, perms, first_epoch)
     x, y = task.rows(rows)
     if group.noisy:
         noise_key = jax.random.fold_in(jax.random.fold_in(key, _NOISE_SALT), step)
@@ -228,8 +175,8 @@ def _group_step(
     step: jax.Array,
     first_epoch: jax.Array,
 ):
-    """Every member's step (and its gradients and updates): gradients per member
-    (``vmap`` or ``lax.map``), then one vmapped optimizer update.
+    """Every member's step (and its gradients and updates): :func:`_member_step` vmapped,
+    or for ``lax.map`` the gradients mapped, then one vmapped optimizer update.
 
     Only the gradient — the matmuls — runs under ``lax.map``: mapping the update too
     would slice each member's whole optimizer state out of the stacked state and write
@@ -237,19 +184,17 @@ def _group_step(
     100-gradient window (benchmarks/grokfast_ma_state.py); the update is elementwise, so
     vmapping it costs nothing.
     """
+    if member_axis == "vmap":
+        member_step = functools.partial(_member_step, group, task, loss)
+        return jax.vmap(member_step, in_axes=(0, None, 0, None))(state, step, perms, first_epoch)
     # each member's input-noise σ: its own, plus what a Surge-Collapse pump asks for
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     members = (state.params, state.key, state.train_idx, perms, sigma)
     grads_fn = functools.partial(_member_grads, group, task, loss)
-    if member_axis == "vmap":
-        grads, stats, extra = jax.vmap(grads_fn, in_axes=(0, None, None))(
-            members, step, first_epoch
-        )
-    else:
-        grads, stats, extra = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
+    grads, stats, extra = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
     update = functools.partial(_member_update, group)
     args = (grads, state.opt_state, state.params, extra)
-    if member_axis == "map" and has_state(state.opt_state, gj.optim.BRANCHING_STATES):
+    if has_state(state.opt_state, gj.optim.BRANCHING_STATES):
         # a ``cond`` that skips costly work would become a ``select`` under vmap
         params, opt_state, updates = lax.map(lambda a: update(*a), args)
     else:
@@ -374,9 +319,9 @@ def make_interval_fn(
     keep_last = uses_last_step(probes)  # else the carry holds no gradients
 
     shuffle = task.sampling == "epoch"
-    spans = epochs_spanned(interval, task.steps_per_epoch) if shuffle else 0
+    spans = task.epochs_spanned(interval) if shuffle else 0
     permute = _over_members(
-        lambda st, first: epoch_permutations(task, st.key, first, spans), member_axis
+        lambda st, first: task.epoch_permutations(st.key, first, spans), member_axis
     )
 
     def interval_fn(states: list[GroupState], start_step: jax.Array):

@@ -1,8 +1,9 @@
-"""Tasks: a data kind's config, its arrays on the device, and how the trainer reads them.
+"""Data kinds: the configs of an experiment's ``[data]`` table.
 
 An experiment's ``[data]`` table names a ``kind``; each kind is one small frozen
-dataclass here, validated in one place, that builds a :class:`Task` (the whole data
-set on the device plus the static facts a training step needs) and every seed's split.
+dataclass here, validated in one place, that builds a :class:`~grokjax.data.task.Task`
+(the whole data set on the device, how a batch is drawn, the objective) and every
+seed's split.
 A new data set is a new kind in :data:`DATA_KINDS`; the trainer does not change.
 """
 
@@ -12,12 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grokjax.data.task import Task
 from grokjax.errors import check, choice
-from grokjax.losses import cross_entropy_with_integer_labels
 
 __all__ = [
     "DATA_KINDS",
@@ -28,93 +28,6 @@ __all__ = [
     "Task",
     "TextWindowData",
 ]
-
-
-def _trailing(v: jax.Array, ndim: int) -> jax.Array:
-    """``v`` (1-D) with leading unit axes up to ``ndim``: an explicit broadcast along the
-    last axis."""
-    return v.reshape((1,) * (ndim - 1) + v.shape)
-
-
-@dataclass(frozen=True)
-class Task:
-    """The whole data set on the device, plus the static facts the step needs.
-
-    It also owns the objective: :meth:`losses` (per example or position) and
-    :meth:`hits` (which predictions are right; accuracy is their mean), and
-    :attr:`watch`, the metrics the grokking detector compares with its train and
-    validation thresholds. A task with another objective (exact match on a span,
-    regression) overrides them; the trainer only calls them.
-    """
-
-    watch: ClassVar[tuple[str, str]] = ("train_acc", "val_acc")
-
-    # (N, T) int32 tokens, (N, F) float vectors, or (N, K) int32 one-hot slot ids (the
-    # operands x, y of modular "onehot"; the bytes of a window)
-    inputs_N: jax.Array
-    labels_N: jax.Array  # (N,) int32
-    num_train: int
-    num_val: int
-    num_classes: int
-    vocab_size: int
-    seq_len: int
-    batch_size: int
-    sampling: str
-    # > 0: row slots are ids in [0, onehot_vocab), the model input their concatenated
-    # one-hot rows (modular "onehot" operands, byte windows), given to the model as the
-    # positions of the ones (the MLP gathers weight rows); see encode and dense
-    onehot_vocab: int = 0
-    dtype: str = "float32"  # the model's input dtype for vector inputs
-    window: int = 0  # > 0: a token stream; row i is the window inputs_N[i : i + window + 1]
-
-    def rows(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Model inputs and labels of rows ``idx``: table rows, or for a token stream the
-        windows starting at ``idx`` (inputs ``(…, window)``, next-token labels)."""
-        if self.window:
-            positions = idx[..., None] + _trailing(jnp.arange(self.window), idx.ndim + 1)
-            return self.inputs_N[positions], self.inputs_N[positions + 1]
-        return self.encode(self.inputs_N[idx]), self.labels_N[idx]
-
-    def encode(self, inputs: jax.Array) -> jax.Array:
-        """A batch of rows as the model reads them.
-
-        For one-hot slots, slot ``k``'s id ``i`` becomes position ``k·V + i`` of the
-        flattened one-hot row (``V = onehot_vocab``): int32 ``(…, K)``, which
-        :class:`grokjax.nn.MLP` reads as that row; :meth:`dense` writes it out.
-        """
-        if not self.onehot_vocab:
-            return inputs
-        offsets = self.onehot_vocab * jnp.arange(inputs.shape[-1], dtype=inputs.dtype)
-        return inputs + _trailing(offsets, inputs.ndim)
-
-    def dense(self, x: jax.Array) -> jax.Array:
-        """Encoded rows as dense vectors ``(…, input_width)`` in the model's dtype (the
-        one-hot rows written out; other inputs unchanged)."""
-        if not self.onehot_vocab:
-            return x
-        ids = x - _trailing(self.onehot_vocab * jnp.arange(x.shape[-1], dtype=x.dtype), x.ndim)
-        onehot = jax.nn.one_hot(ids, self.onehot_vocab, dtype=jnp.dtype(self.dtype))
-        return onehot.reshape(*x.shape[:-1], -1)
-
-    def losses(
-        self, logits: jax.Array, labels: jax.Array, normalizer: str = "softmax", dtype="float32"
-    ) -> jax.Array:
-        """Per-example (per-position) cross entropy with ``normalizer`` (softmax or
-        StableMax), computed in ``dtype`` (the precision Softmax Collapse is in)."""
-        return cross_entropy_with_integer_labels(logits, labels, normalizer=normalizer, dtype=dtype)
-
-    def hits(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
-        """Which predictions are right, shaped like ``labels`` (top-1)."""
-        return jnp.argmax(logits, -1) == labels
-
-    @property
-    def input_width(self) -> int:
-        """Width of a vector input row as the model reads it (after :meth:`encode`)."""
-        return self.inputs_N.shape[1] * (self.onehot_vocab or 1)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return -(-self.num_train // self.batch_size)
 
 
 def _fraction(path: str, value: float) -> None:

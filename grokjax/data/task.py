@@ -1,0 +1,156 @@
+"""A task: the data set on the device, how a batch is drawn, and the objective.
+
+Every data kind (:mod:`grokjax.data.kinds`) builds a :class:`Task`; the trainer reads
+data only through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from grokjax.losses import cross_entropy_with_integer_labels
+
+__all__ = ["Task"]
+
+
+def _trailing(v: jax.Array, ndim: int) -> jax.Array:
+    """``v`` (1-D) with leading unit axes up to ``ndim``: an explicit broadcast along the
+    last axis."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)
+
+
+@dataclass(frozen=True)
+class Task:
+    """The whole data set on the device, plus the static facts the step needs.
+
+    It also owns the objective: :meth:`losses` (per example or position) and
+    :meth:`hits` (which predictions are right; accuracy is their mean), and
+    :attr:`watch`, the metrics the grokking detector compares with its train and
+    validation thresholds. A task with another objective (exact match on a span,
+    regression) overrides them; the trainer only calls them.
+    """
+
+    watch: ClassVar[tuple[str, str]] = ("train_acc", "val_acc")
+
+    # (N, T) int32 tokens, (N, F) float vectors, or (N, K) int32 one-hot slot ids (the
+    # operands x, y of modular "onehot"; the bytes of a window)
+    inputs_N: jax.Array
+    labels_N: jax.Array  # (N,) int32
+    num_train: int
+    num_val: int
+    num_classes: int
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    sampling: str
+    # > 0: row slots are ids in [0, onehot_vocab), the model input their concatenated
+    # one-hot rows (modular "onehot" operands, byte windows), given to the model as the
+    # positions of the ones (the MLP gathers weight rows); see encode and dense
+    onehot_vocab: int = 0
+    dtype: str = "float32"  # the model's input dtype for vector inputs
+    window: int = 0  # > 0: a token stream; row i is the window inputs_N[i : i + window + 1]
+
+    def rows(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Model inputs and labels of rows ``idx``: table rows, or for a token stream the
+        windows starting at ``idx`` (inputs ``(…, window)``, next-token labels)."""
+        if self.window:
+            positions = idx[..., None] + _trailing(jnp.arange(self.window), idx.ndim + 1)
+            return self.inputs_N[positions], self.inputs_N[positions + 1]
+        return self.encode(self.inputs_N[idx]), self.labels_N[idx]
+
+    def encode(self, inputs: jax.Array) -> jax.Array:
+        """A batch of rows as the model reads them.
+
+        For one-hot slots, slot ``k``'s id ``i`` becomes position ``k·V + i`` of the
+        flattened one-hot row (``V = onehot_vocab``): int32 ``(…, K)``, which
+        :class:`grokjax.nn.MLP` reads as that row; :meth:`dense` writes it out.
+        """
+        if not self.onehot_vocab:
+            return inputs
+        offsets = self.onehot_vocab * jnp.arange(inputs.shape[-1], dtype=inputs.dtype)
+        return inputs + _trailing(offsets, inputs.ndim)
+
+    def dense(self, x: jax.Array) -> jax.Array:
+        """Encoded rows as dense vectors ``(…, input_width)`` in the model's dtype (the
+        one-hot rows written out; other inputs unchanged)."""
+        if not self.onehot_vocab:
+            return x
+        ids = x - _trailing(self.onehot_vocab * jnp.arange(x.shape[-1], dtype=x.dtype), x.ndim)
+        onehot = jax.nn.one_hot(ids, self.onehot_vocab, dtype=jnp.dtype(self.dtype))
+        return onehot.reshape(*x.shape[:-1], -1)
+
+    def losses(
+        self, logits: jax.Array, labels: jax.Array, normalizer: str = "softmax", dtype="float32"
+    ) -> jax.Array:
+        """Per-example (per-position) cross entropy with ``normalizer`` (softmax or
+        StableMax), computed in ``dtype`` (the precision Softmax Collapse is in)."""
+        return cross_entropy_with_integer_labels(logits, labels, normalizer=normalizer, dtype=dtype)
+
+    def hits(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """Which predictions are right, shaped like ``labels`` (top-1)."""
+        return jnp.argmax(logits, -1) == labels
+
+    @property
+    def input_width(self) -> int:
+        """Width of a vector input row as the model reads it (after :meth:`encode`)."""
+        return self.inputs_N.shape[1] * (self.onehot_vocab or 1)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.num_train // self.batch_size)
+
+    # --- how a batch is drawn -----------------------------------------------------
+    # Batches depend on the member's key and the step alone, so training is
+    # deterministic and resumes bit for bit:
+    # - "epoch": every epoch is a fresh permutation of the member's training rows, cut
+    #   into batches of batch_size with a smaller last batch (as torch.split does); the
+    #   padded tail is masked out of loss and accuracy.
+    # - "iid": every batch is batch_size rows drawn with replacement.
+
+    def epochs_spanned(self, interval: int) -> int:
+        """Most epochs that ``interval`` consecutive steps can touch, wherever they start."""
+        return -(-(interval - 1) // self.steps_per_epoch) + 1
+
+    def epoch_permutations(self, key: jax.Array, first_epoch: jax.Array, count: int) -> jax.Array:
+        """``(count, num_train)``: the member's shuffles of epochs ``first_epoch …``.
+
+        Epoch ``e``'s order is ``permutation(fold_in(key, e), num_train)``, the same
+        whichever interval computes it.
+        """
+        epochs = first_epoch + jnp.arange(count)
+        shuffle = lambda e: jax.random.permutation(jax.random.fold_in(key, e), self.num_train)  # noqa: E731
+        return jax.vmap(shuffle)(epochs)
+
+    def batch_rows(
+        self,
+        key: jax.Array,
+        step: jax.Array,
+        train_idx: jax.Array,
+        perms: jax.Array | None = None,
+        first_epoch: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Rows of the table for ``step`` and a float mask of the real (non-padding) ones.
+
+        For ``sampling="epoch"``, ``perms``/``first_epoch`` (from
+        :meth:`epoch_permutations`) reuse shuffles computed once per interval instead of
+        once per step; the rows are the same either way.
+        """
+        b, n = self.batch_size, self.num_train
+        if self.sampling == "iid":
+            local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
+            return train_idx[local], jnp.ones((b,), jnp.float32)
+        spe = self.steps_per_epoch
+        epoch, pos = step // spe, step % spe
+        if perms is None:
+            perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+        else:
+            perm = lax.dynamic_index_in_dim(perms, epoch - first_epoch, keepdims=False)
+        perm = jnp.pad(perm, (0, spe * b - n))
+        local = lax.dynamic_slice(perm, (pos * b,), (b,))
+        mask = (pos * b + jnp.arange(b)) < n
+        return train_idx[local], mask.astype(jnp.float32)
