@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from grokjax.data.kinds import DATA_KINDS, GaussianData, TextWindowData
+from grokjax.data.kinds import DATA_KINDS, GaussianData, SparseParityData, TextWindowData
 from grokjax.nn.kinds import MODEL_KINDS, MLPModel
 from grokjax.train import ConfigError, apply_overrides, resolve
 
@@ -33,6 +33,11 @@ def test_a_new_kind_keeps_the_shared_fields_and_the_keys_set_after_it():
     assert gaussian.data.encoding == "dense"
     with pytest.raises(ConfigError, match=r"data: unknown key 'features'"):
         apply_overrides(resolve("surge_collapse"), ["data.kind=text", "data.features=3"])
+    # switching twice: keys set for the kind in between leave with it
+    twice = apply_overrides(
+        resolve("surge_collapse"), ["data.kind=text", "data.context=4", "data.kind=sparse_parity"]
+    )
+    assert isinstance(twice.data, SparseParityData) and twice.data.num_samples == 10_000
 
 
 @pytest.mark.parametrize(

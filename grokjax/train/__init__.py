@@ -1,10 +1,10 @@
 """The grokking trainer: configs, vmapped members, sharding, checkpoints, detection."""
 
+from grokjax.errors import ConfigError
 from grokjax.optim.specs import Optimizer, resolve_callable
 from grokjax.train.checkpoint import CheckpointError, RunCheckpointer
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
-from grokjax.train.errors import ConfigError
 from grokjax.train.experiments import DEFAULT, available, resolve
 from grokjax.train.loading import apply_overrides, from_dict, load_toml, select_methods, to_dict
 from grokjax.train.loop import (

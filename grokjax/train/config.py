@@ -25,9 +25,8 @@ import numpy as np
 
 from grokjax.analysis.probes import ENTROPY_MEANS, probe_reads, resolve_probe
 from grokjax.data.kinds import ModularData
-from grokjax.errors import check, choice
+from grokjax.errors import ConfigError, check, choice
 from grokjax.nn.kinds import MODEL_KINDS, DecoderModel
-from grokjax.train.errors import ConfigError
 from grokjax.train.method import MethodConfig, _eps_settings, check_update
 
 __all__ = ["DTYPES", "LOSS_DTYPES", "ExperimentConfig"]

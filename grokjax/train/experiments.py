@@ -11,8 +11,8 @@ import pathlib
 
 import tomli
 
+from grokjax.errors import ConfigError
 from grokjax.train.config import ExperimentConfig
-from grokjax.train.errors import ConfigError
 from grokjax.train.loading import load_toml
 
 __all__ = ["DEFAULT", "available", "experiment_dirs", "resolve"]

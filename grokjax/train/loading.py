@@ -15,10 +15,10 @@ import dacite
 import tomli
 
 from grokjax.data.kinds import DATA_KINDS
+from grokjax.errors import ConfigError
 from grokjax.errors import choice as _choice
 from grokjax.nn.kinds import MODEL_KINDS
 from grokjax.train.config import ExperimentConfig
-from grokjax.train.errors import ConfigError
 from grokjax.train.method import MethodConfig
 
 __all__ = ["apply_overrides", "from_dict", "load_toml", "select_methods", "to_dict"]
@@ -26,13 +26,8 @@ __all__ = ["apply_overrides", "from_dict", "load_toml", "select_methods", "to_di
 
 def to_dict(config: Any) -> Any:
     """A JSON-ready dict of a config (tuples become lists)."""
-    if dataclasses.is_dataclass(config):
-        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
-    if isinstance(config, Mapping):
-        return {k: to_dict(v) for k, v in config.items()}
-    if isinstance(config, (tuple, list)):
-        return [to_dict(v) for v in config]
-    return config
+    data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return json.loads(json.dumps(data))
 
 
 class _Wrong(dacite.WrongTypeError):
@@ -136,7 +131,7 @@ def _parse_value(text: str) -> Any:
 
 def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
     """Apply ``key=value`` overrides (dotted keys, TOML values) and re-validate."""
-    data = json.loads(json.dumps(to_dict(config)))
+    data = to_dict(config)
     changed_kind: dict[str, str] = {}
     kinds_of = {"data": DATA_KINDS, "model": MODEL_KINDS}
     explicit: set[tuple[str, ...]] = set()
@@ -167,9 +162,9 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
         value = _parse_value(text.strip())
         switch = len(parts) == 2 and parts[0] in kinds_of and parts[1] == "kind"
         if switch and node.get("kind") in kinds_of[parts[0]] and node.get("kind") != value:
-            old_kind = changed_kind.setdefault(parts[0], node.get("kind"))
-            old_fields = {f.name for f in dataclasses.fields(kinds_of[parts[0]][old_kind])}
-            # keys set so far that the old kind has were meant for it
+            changed_kind.setdefault(parts[0], node.get("kind"))  # the config's own kind
+            old_fields = {f.name for f in dataclasses.fields(kinds_of[parts[0]][node["kind"]])}
+            # keys set so far that the kind being left has were meant for it
             explicit = {e for e in explicit if e[0] != parts[0] or e[-1] not in old_fields}
         explicit.add(tuple(parts))
         node[parts[-1]] = value

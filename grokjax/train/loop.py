@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from grokjax.errors import ConfigError
 from grokjax.train.checkpoint import RunCheckpointer
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
-from grokjax.train.errors import ConfigError
 from grokjax.train.loading import from_dict, to_dict
 from grokjax.train.mesh import group_shardings, member_mesh, place
 from grokjax.train.state import Group, init_groups

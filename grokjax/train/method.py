@@ -10,9 +10,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from grokjax.errors import ConfigError
 from grokjax.errors import check as _check
 from grokjax.optim.specs import Optimizer, walk_specs
-from grokjax.train.errors import ConfigError
 
 __all__ = ["MethodConfig", "check_update"]
 
