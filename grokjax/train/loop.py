@@ -66,54 +66,55 @@ class RunResult:
         return np.stack(self.history[g][name]) if self.history[g][name] else np.zeros((0, 0))
 
 
-def _member_rows(
-    groups: list[Group],
-    step: int,
-    metrics: list[dict[str, np.ndarray]],
-    names: list[tuple[str, ...]],
-):
-    for g, (group, m) in enumerate(zip(groups, metrics, strict=True)):
-        for i, (seed, hps) in enumerate(group.members):
-            row = {
-                "step": step,
-                "method": group.method.label,
-                "group": g,
-                "member": i,
-                "seed": seed,
-            }
-            row.update(hps)
-            row.update({k: float(m[k][i]) for k in names[g] if k != "finite"})
-            yield row
+class _RunFiles:
+    """A run directory's files: ``config.json``, ``metrics.jsonl``, ``analysis/*.npz``,
+    ``grokking.json`` and the orbax checkpoints."""
 
+    def __init__(self, run_dir: pathlib.Path, groups: list[Group]):
+        self.dir, self.groups, self.metrics = run_dir, groups, None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpointer = RunCheckpointer(run_dir / "checkpoints")
 
-def _write_arrays(run_dir: pathlib.Path, step: int, groups, host_metrics, array_names) -> None:
-    """Probes' array outputs of one evaluation: ``analysis/step_<step>.npz``, one entry
-    ``<method>/<name>`` of shape ``(members, …)`` per group and array."""
-    arrays = {
-        f"{group.method.label}/{k}": np.asarray(m[k])
-        for group, m, names in zip(groups, host_metrics, array_names, strict=True)
-        for k in names
-    }
-    if arrays:
-        (run_dir / "analysis").mkdir(exist_ok=True)
-        np.savez(run_dir / "analysis" / f"step_{step:08d}.npz", **arrays)
+    def open(self, config: ExperimentConfig, resume_step: int | None) -> list[dict[str, Any]]:
+        """Start writing. A new run writes ``config.json``; a resumed one drops the rows
+        written after ``resume_step`` (its checkpoint) and returns those it keeps."""
+        path, rows = self.dir / "metrics.jsonl", []
+        if resume_step is None:
+            (self.dir / "config.json").write_text(json.dumps(to_dict(config), indent=1) + "\n")
+        elif path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+            rows = [row for row in rows if row["step"] <= resume_step]
+            path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        self.metrics = path.open("a")
+        return rows
 
+    def write(self, step: int, host: list[dict[str, np.ndarray]], names, array_names) -> None:
+        """One evaluation: a row per member, and the probes' arrays of every group."""
+        for g, (group, m) in enumerate(zip(self.groups, host, strict=True)):
+            for i, (seed, hps) in enumerate(group.members):
+                row = {"step": step, "method": group.method.label, "group": g, "member": i}
+                row.update(seed=seed, **hps)
+                row.update({k: float(m[k][i]) for k in names[g] if k != "finite"})
+                self.metrics.write(json.dumps(row) + "\n")
+        arrays = {
+            f"{group.method.label}/{k}": np.asarray(m[k])
+            for group, m, keys in zip(self.groups, host, array_names, strict=True)
+            for k in keys
+        }
+        if arrays:
+            (self.dir / "analysis").mkdir(exist_ok=True)
+            np.savez(self.dir / "analysis" / f"step_{step:08d}.npz", **arrays)
 
-def _write_grokking(path: pathlib.Path, groups: list[Group], detector: GrokDetector) -> None:
-    rows = [
-        {"method": g.method.label, "member": i, "seed": seed, **hps, **detector.member(gi, i)}
-        for gi, g in enumerate(groups)
-        for i, (seed, hps) in enumerate(g.members)
-    ]
-    path.write_text(json.dumps(rows, indent=1) + "\n")
-
-
-def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
-    """Drop rows after ``last_step`` (written after the checkpoint a resume starts from)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
+    def close(self, detector: GrokDetector) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        self.checkpointer.close()
+        rows = [
+            {"method": g.method.label, "member": i, "seed": seed, **hps, **detector.member(gi, i)}
+            for gi, g in enumerate(self.groups)
+            for i, (seed, hps) in enumerate(g.members)
+        ]
+        (self.dir / "grokking.json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def new_run_dir(config: ExperimentConfig, root: str | pathlib.Path = "runs") -> pathlib.Path:
@@ -229,87 +230,69 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     )
     result = RunResult(config, groups, history=[{k: [] for k in n} for n in names])
     result.detector = detector
-    checkpointer = metrics_file = None
-    start_eval = 0
+    files, start_eval = None, 0
     if run_dir is not None:
-        run_dir = pathlib.Path(run_dir)
-        result.run_dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path = run_dir / "metrics.jsonl"
-        checkpointer = RunCheckpointer(run_dir / "checkpoints")
+        result.run_dir = run_dir = pathlib.Path(run_dir)
+        files = _RunFiles(run_dir, groups)
+        resume_step = None
         if resume:
-            states, meta = checkpointer.restore(states)
-            start_eval = meta["step"] // interval
+            states, meta = files.checkpointer.restore(states)
+            resume_step, start_eval = meta["step"], meta["step"] // interval
             detector.load_state_dict(meta["detector"])
-            _truncate_metrics(metrics_path, meta["step"])
-            for line in metrics_path.read_text().splitlines() if metrics_path.exists() else []:
-                _replay_row(result, json.loads(line))
-        else:
-            (run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=1) + "\n")
-        metrics_file = metrics_path.open("a")
+        for row in files.open(config, resume_step):
+            _replay_row(result, row)
 
-    every_ckpt = config.checkpoint_every
-    last_ckpt_step = start_eval * interval
+    def checkpoint(step: int) -> None:
+        files.checkpointer.save(step, states, {"step": step, "detector": detector.state_dict()})
+
+    last_ckpt_step = step = start_eval * interval
     bar = tqdm(
         total=total_evals * interval,
-        initial=start_eval * interval,
+        initial=step,
         disable=not progress,
         desc=config.name,
         unit="step",
         dynamic_ncols=True,
     )
     pending: list[tuple[int, Any]] = []
-    step = start_eval * interval
     try:
         for e in range(start_eval, total_evals):
             states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32))
-            pending.append((e, metrics))
+            pending.append(((e + 1) * interval, metrics))
             last = e == total_evals - 1
             if len(pending) < config.evals_per_sync and not last:
                 continue
-            for e_done, host in zip(
+            for step, host in zip(
                 (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
             ):
-                step = (e_done + 1) * interval
-                _check_finite(groups, host, step, metrics_file, result.run_dir)
+                _check_finite(groups, host, step, run_dir)
                 result.steps.append(step)
                 for g, m in enumerate(host):
                     for k in names[g]:
                         result.history[g][k].append(np.asarray(m[k]))
                 detector.update(step, host)
-                if metrics_file is not None:
-                    metrics_file.writelines(
-                        json.dumps(r) + "\n" for r in _member_rows(groups, step, host, names)
-                    )
-                    _write_arrays(result.run_dir, step, groups, host, array_names)
+                if files is not None:
+                    files.write(step, host, names, array_names)
             pending.clear()
             bar.update(step - bar.n)
             bar.set_postfix_str(_postfix(result))
-            if metrics_file is not None:
-                metrics_file.flush()
             done = config.stop_when_grokked and detector.all_generalised()
-            if (
-                checkpointer is not None
-                and every_ckpt
-                and step - last_ckpt_step >= every_ckpt
-                and not (done or last)
-            ):
-                checkpointer.save(step, states, {"step": step, "detector": detector.state_dict()})
-                last_ckpt_step = step
+            if files is not None:
+                files.metrics.flush()
+                every = config.checkpoint_every
+                if every and step - last_ckpt_step >= every and not (done or last):
+                    checkpoint(step)
+                    last_ckpt_step = step
             if done:
                 break
-        if checkpointer is not None and (
-            step > last_ckpt_step or checkpointer.latest_step() is None
+        if files is not None and (
+            step > last_ckpt_step or files.checkpointer.latest_step() is None
         ):
-            checkpointer.save(step, states, {"step": step, "detector": detector.state_dict()})
+            checkpoint(step)
     finally:
         bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
-        if checkpointer is not None:
-            checkpointer.close()
-        if result.run_dir is not None:
-            _write_grokking(result.run_dir / "grokking.json", groups, detector)
+        if files is not None:
+            files.close(detector)
     result.seconds = time.perf_counter() - start_time
     result.compilations = jitted._cache_size()
     result.final_states = states
@@ -362,7 +345,7 @@ def _postfix(result: RunResult) -> str:
     return " | ".join(parts)
 
 
-def _check_finite(groups, host_metrics, step: int, metrics_file, run_dir) -> None:
+def _check_finite(groups, host_metrics, step: int, run_dir) -> None:
     for g, m in enumerate(host_metrics):
         bad = np.nonzero(~np.asarray(m["finite"], bool))[0]
         if bad.size:
