@@ -202,6 +202,11 @@ def test_only_swept_keywords_are_injected():
             "methods.0.sweep={'optimizer.0.transform'=[1.0]}",
             r"methods.0.sweep.optimizer.0.transform = \[1.0\]: must be a float keyword",
         ),
+        (  # a left-out keyword whose default is not a float: refused before tracing
+            "methods.0.sweep={'optimizer.2.learning_rate.transition_begin'=[1.0]}",
+            r"sweep.optimizer.2.learning_rate.transition_begin = \[1.0\]: must be a float "
+            r"keyword \(it is 0 here or by default\)",
+        ),
     ],
 )
 def test_bad_optimizer_settings_name_the_thing_and_the_choices(override, message):

@@ -38,9 +38,7 @@ def _run(name: str, steps: int, tmp_path: pathlib.Path):
 
 
 def _examples(config, split: str) -> int:
-    from grokjax.train.state import build_task
-
-    task, _ = build_task(config, [0])
+    task, _ = config.data.build(config.batch_size, config.sampling, config.dtype, [0])
     return task.num_train if split == "train" else task.num_val
 
 

@@ -36,11 +36,13 @@ import dataclasses
 import functools
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from grokjax.errors import ConfigError
 
 __all__ = [
     "ENTROPY_MEANS",
@@ -52,6 +54,7 @@ __all__ = [
     "probe_reads",
     "reads",
     "resolve_probe",
+    "run_probes",
     "surge_collapse_events",
     "training_entropy",
 ]
@@ -220,6 +223,25 @@ def surge_collapse_events(ctx: ProbeContext) -> dict[str, jax.Array]:
     events = gj.surge_collapse_events(ctx.opt_state)
     out = {"zero_fraction": gj.zero_fraction(ctx.params)}
     out.update({k: events[k].astype(jnp.float32) for k in ("collapses", "surges", "pumps")})
+    return out
+
+
+def run_probes(
+    probes: Sequence[Callable], ctx: ProbeContext, taken: Collection[str] = ()
+) -> dict[str, jax.Array]:
+    """Every probe's outputs on ``ctx``, merged; a name that another probe or ``taken``
+    already holds is a :class:`~grokjax.errors.ConfigError` naming the probe."""
+    out: dict[str, jax.Array] = {}
+    for probe in probes:
+        measured = probe(ctx)
+        clash = sorted(measured.keys() & (out.keys() | set(taken)))
+        if clash:
+            name = getattr(getattr(probe, "func", probe), "__name__", repr(probe))
+            raise ConfigError(
+                f"probe {name} returns {clash}, which another metric or a metrics.jsonl "
+                "column already names: rename its outputs (e.g. with a prefix)."
+            )
+        out.update(measured)
     return out
 
 

@@ -292,13 +292,19 @@ class Optimizer:
         return inject(**{names[p]: values[p] for p in self.swept})
 
     def lookup(self, path: str) -> Any:
-        """The configured value at a keyword ``path`` (``None`` when the spec omits it)."""
+        """The value at a keyword ``path``: as configured, else the default in the
+        callable's signature (``None`` when there is neither)."""
         node: Any = self.specs
         for part in path.split("."):
             if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             elif isinstance(node, Mapping) and part in node:
                 node = node[part]
+            elif isinstance(node, Mapping) and ("transform" in node or "schedule" in node):
+                name = node.get("transform", node.get("schedule"))
+                fn = resolve_callable(name, f"optimizer.{path}")
+                param = inspect.signature(fn).parameters.get(part)
+                return None if param is None or param.default is param.empty else param.default
             else:
                 return None
         return node

@@ -159,7 +159,7 @@ class ExperimentConfig:
                     f"'' for a {model.kind} model",
                     method.activation,
                 )
-                dataclasses.replace(model, activation=method.activation).validate(f"methods.{i}")
+                self.method_model(method).validate(f"methods.{i}")
         if self.track_entropy:
             check(
                 "model.kind",
@@ -197,6 +197,12 @@ class ExperimentConfig:
                     f"this experiment does not measure{hint}; available: {sorted(available)}."
                 )
         return out
+
+    def method_model(self, method: MethodConfig) -> Any:
+        """The model ``method`` trains: the experiment's, with the method's activation."""
+        if method.activation:
+            return dataclasses.replace(self.model, activation=method.activation)
+        return self.model
 
     def method_loss(self, method: MethodConfig) -> tuple[str, str]:
         """``(normalizer, loss dtype)`` of ``method``: its own, else the experiment's."""

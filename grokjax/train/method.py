@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +57,7 @@ class MethodConfig:
             _check(
                 f"{path}.sweep.{name}",
                 current is None or isinstance(current, float),
-                f"a float keyword (it is set to {current!r})",
+                f"a float keyword (it is {current!r} here or by default)",
                 list(values),
             )
             for value in values:  # each swept value must itself be a valid setting
@@ -104,18 +105,15 @@ class MethodConfig:
         )
 
 
-class _at:
+@contextlib.contextmanager
+def _at(path: str) -> Iterator[None]:
     """Prefix ConfigErrors raised inside with ``path``."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, err, tb) -> None:
-        if isinstance(err, ConfigError) and not str(err).startswith(self.path):
-            raise ConfigError(f"{self.path}.{err}") from err
+    try:
+        yield
+    except ConfigError as err:
+        if str(err).startswith(path):
+            raise
+        raise ConfigError(f"{path}.{err}") from err
 
 
 def _eps_settings(method: MethodConfig, skip_float64: bool = False) -> list[tuple[str, float]]:

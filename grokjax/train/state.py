@@ -8,7 +8,6 @@ vmapped step. All groups advance together in one compiled program.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,10 +27,7 @@ from grokjax.train.method import MethodConfig
 __all__ = [
     "Group",
     "GroupState",
-    "build_model",
-    "build_task",
     "init_groups",
-    "method_model",
 ]
 
 
@@ -71,28 +67,12 @@ class Group:
         return f"{self.method.label}[member {m}: seed {seed}{swept}]"
 
 
-def build_task(config: ExperimentConfig, seeds: list[int]) -> tuple[Task, dict[int, Any]]:
-    """The data on the device and every seed's split (each seed splits its own way)."""
-    return config.data.build(config.batch_size, config.sampling, config.dtype, seeds)
-
-
 def optimizer_key(seed: jax.Array, index: int) -> jax.Array:
     """The key of a member's ``index``-th keyed transform (Surge-Collapse's surges):
     ``fold_in(PRNGKey(seed), 2)`` (salt 2 keeps it apart from the parameters' 0 and the
     batch sampling's 1), then the index folded in for later ones."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
     return key if index == 0 else jax.random.fold_in(key, index)
-
-
-def method_model(config: ExperimentConfig, method) -> Any:
-    """The model a method trains: the experiment's, with the method's activation if set."""
-    if method.activation:
-        return dataclasses.replace(config.model, activation=method.activation)
-    return config.model
-
-
-def build_model(config: ExperimentConfig, task: Task, seed: int, model: Any = None) -> nnx.Module:
-    return (model or config.model).build(task, seed, config.dtype)
 
 
 def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[GroupState]]:
@@ -109,12 +89,12 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
             "for the run) or call this inside `with jax.enable_x64(True):`."
         )
     all_seeds = [seed for method in config.methods for seed, _ in method.members()]
-    task, splits = build_task(config, all_seeds)
+    task, splits = config.data.build(config.batch_size, config.sampling, config.dtype, all_seeds)
     # Methods may train different variants of the model (a Mamba model's activation).
-    models = [method_model(config, method) for method in config.methods]
+    models = [config.method_model(method) for method in config.methods]
     variants = list(dict.fromkeys(models))
     graphdefs = {
-        v: nnx.split(nnx.eval_shape(lambda v=v: build_model(config, task, 0, v)))[0]
+        v: nnx.split(nnx.eval_shape(lambda v=v: v.build(task, 0, config.dtype)))[0]
         for v in variants
     }
     optimizers = [method.build_optimizer() for method in config.methods]
@@ -127,7 +107,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
         # each distinct (model, seed) once, then every group gathers its members' rows
         seeds_S = jnp.asarray(unique, jnp.uint32)
         params_S = {
-            v: jax.vmap(lambda seed, v=v: nnx.split(build_model(config, task, seed, v))[1])(seeds_S)
+            v: jax.vmap(lambda seed, v=v: nnx.split(v.build(task, seed, config.dtype))[1])(seeds_S)
             for v in variants
         }
         out = []

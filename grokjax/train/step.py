@@ -31,9 +31,8 @@ import optax
 from jax import lax
 
 import grokjax as gj
-from grokjax.analysis.probes import ENTROPY_MEANS, ProbeContext, uses_last_step
+from grokjax.analysis.probes import ENTROPY_MEANS, ProbeContext, run_probes, uses_last_step
 from grokjax.data.task import Task
-from grokjax.errors import ConfigError
 from grokjax.optim import has_state
 from grokjax.train.state import Group, GroupState
 
@@ -247,18 +246,8 @@ def _member_eval(
         & jnp.isfinite(val_loss)
         & jnp.isfinite(ctx.step_means.get("train_loss", 0.0)),
     }
-    reserved = {"step", "method", "group", "member", "seed", "train_loss", "train_acc"}
-    for probe in probes:
-        measured = probe(ctx)
-        clash = sorted((measured.keys() & out.keys()) | (measured.keys() & reserved))
-        if clash:
-            name = getattr(getattr(probe, "func", probe), "__name__", repr(probe))
-            raise ConfigError(
-                f"probe {name} returns {clash}, which another metric or a metrics.jsonl "
-                "column already names: rename its outputs (e.g. with a prefix)."
-            )
-        out.update(measured)
-    return out
+    taken = {"step", "method", "group", "member", "seed", "train_loss", "train_acc", *out}
+    return {**out, **run_probes(probes, ctx, taken)}
 
 
 def _over_members(fn, member_axis: str, batched: int = 1):
