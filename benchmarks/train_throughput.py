@@ -75,8 +75,8 @@ def interval_flops(groups, task, states, interval: int) -> float:
     """
     total = 0.0
     for group, state in zip(groups, states, strict=True):
-        step = jax.vmap(functools.partial(_member_step, group, task, group.loss), in_axes=(0, None))
-        evaluate = jax.vmap(functools.partial(_member_eval, group, task, group.loss, ()))
+        step = jax.vmap(functools.partial(_member_step, group, task), in_axes=(0, None))
+        evaluate = jax.vmap(functools.partial(_member_eval, group, task, ()))
         total += interval * _flops(step, state, jnp.int32(0)) + _flops(evaluate, state)
     return total
 

@@ -317,7 +317,7 @@ def test_decoder_dropout_masks_training_steps_only():
     @functools.partial(jax.jit, static_argnums=0)
     def member_grads(dropout, step):
         group = variant[dropout]
-        return _member_grads(group, task, group.loss, member, step)[0]
+        return _member_grads(group, task, member, step)[0]
 
     def grads(dropout, step=3):
         return jax.tree.leaves(member_grads(dropout, jnp.int32(step)))
@@ -327,7 +327,7 @@ def test_decoder_dropout_masks_training_steps_only():
     for a, b in zip(masked, grads(True), strict=True):
         np.testing.assert_array_equal(a, b)
     assert not all(np.allclose(a, b) for a, b in zip(masked, grads(True, 4), strict=True))
-    evals = {d: _member_eval(g, task, g.loss, (), first) for d, g in variant.items()}
+    evals = {d: _member_eval(g, task, (), first) for d, g in variant.items()}
     np.testing.assert_array_equal(evals[True]["val_loss"], evals[False]["val_loss"])
     with pytest.raises(ConfigError, match=r"model: unknown key 'dropout'"):
         tiny("model.kind=mlp", "model.dropout=0.1")

@@ -61,7 +61,7 @@ def metric_names(
     means = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in _step_mean_names(group)}
     last = (member.params, member.params) if uses_last_step(probes) else None
     evaluated = jax.eval_shape(
-        functools.partial(_member_eval, group, task, group.loss, tuple(probes)),
+        functools.partial(_member_eval, group, task, tuple(probes)),
         member,
         means,
         last,
@@ -87,7 +87,6 @@ def _mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
 def _member_grads(
     group: Group,
     task: Task,
-    loss: tuple[str, str],
     member: tuple,
     step: jax.Array,
     first_epoch: jax.Array | None = None,
@@ -116,7 +115,7 @@ def _member_grads(
             logits, hidden = group.features_fn(params, x)
         else:
             logits, hidden = group.logits_fn(params, x, **drop), None
-        return _mean(task.losses(logits, y, *loss), mask), (logits, hidden)
+        return _mean(task.losses(logits, y, *group.loss), mask), (logits, hidden)
 
     (mean_loss, (logits, hidden)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     hits = task.hits(logits, y).reshape(y.shape[0], -1)  # (B, positions)
@@ -150,7 +149,6 @@ def _member_update(group: Group, grads, opt_state, params, extra):
 def _member_step(
     group: Group,
     task: Task,
-    loss: tuple[str, str],
     state: GroupState,
     step: jax.Array,
     perms: jax.Array | None = None,
@@ -159,7 +157,7 @@ def _member_step(
     """One member's whole training step (the unbatched reference of a group step)."""
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     member = (state.params, state.key, state.train_idx, perms, sigma)
-    grads, stats, extra = _member_grads(group, task, loss, member, step, first_epoch)
+    grads, stats, extra = _member_grads(group, task, member, step, first_epoch)
     params, opt_state, updates = _member_update(group, grads, state.opt_state, state.params, extra)
     return state._replace(params=params, opt_state=opt_state), stats, (grads, updates)
 
@@ -167,7 +165,6 @@ def _member_step(
 def _group_step(
     group: Group,
     task: Task,
-    loss: tuple[str, str],
     member_axis: str,
     state: GroupState,
     perms: jax.Array | None,
@@ -184,12 +181,12 @@ def _group_step(
     vmapping it costs nothing.
     """
     if member_axis == "vmap":
-        member_step = functools.partial(_member_step, group, task, loss)
+        member_step = functools.partial(_member_step, group, task)
         return jax.vmap(member_step, in_axes=(0, None, 0, None))(state, step, perms, first_epoch)
     # each member's input-noise σ: its own, plus what a Surge-Collapse pump asks for
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     members = (state.params, state.key, state.train_idx, perms, sigma)
-    grads_fn = functools.partial(_member_grads, group, task, loss)
+    grads_fn = functools.partial(_member_grads, group, task)
     grads, stats, extra = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
     update = functools.partial(_member_update, group)
     args = (grads, state.opt_state, state.params, extra)
@@ -204,7 +201,6 @@ def _group_step(
 def member_probe_context(
     group: Group,
     task: Task,
-    loss: tuple[str, str],
     state: GroupState,
     step_means: Mapping[str, jax.Array] | None = None,
     last_step: tuple[Any, Any] | None = None,
@@ -215,9 +211,9 @@ def member_probe_context(
         params=state.params,
         opt_state=state.opt_state,
         logits_fn=group.logits_fn,
-        loss_fn=lambda logits, labels: task.losses(logits, labels, *loss),
-        normalizer=loss[0],
-        loss_dtype=loss[1],
+        loss_fn=lambda logits, labels: task.losses(logits, labels, *group.loss),
+        normalizer=group.loss[0],
+        loss_dtype=group.loss[1],
         train=task.rows(state.train_idx),
         val=task.rows(state.val_idx),
         step_means=dict(step_means or {}),
@@ -229,16 +225,15 @@ def member_probe_context(
 def _member_eval(
     group: Group,
     task: Task,
-    loss: tuple[str, str],
     probes: tuple[Callable, ...],
     state: GroupState,
     step_means: Mapping[str, jax.Array] | None = None,
     last_step: tuple[Any, Any] | None = None,
 ) -> dict[str, jax.Array]:
-    ctx = member_probe_context(group, task, loss, state, step_means, last_step)
+    ctx = member_probe_context(group, task, state, step_means, last_step)
     x, y = ctx.val
     logits = group.logits_fn(state.params, x)
-    val_loss = _mean(task.losses(logits, y, *loss))
+    val_loss = _mean(task.losses(logits, y, *group.loss))
     out = {
         "val_loss": val_loss,
         "val_acc": jnp.mean(task.hits(logits, y)),
@@ -298,11 +293,9 @@ def make_interval_fn(
     removes the loop; it costs compile time and memory and pays only where XLA compiles
     an op worse inside a loop).
     """
-    steps = [functools.partial(_group_step, g, task, g.loss, member_axis) for g in groups]
+    steps = [functools.partial(_group_step, g, task, member_axis) for g in groups]
     evals = [
-        _over_members(
-            functools.partial(_member_eval, g, task, g.loss, tuple(probes)), member_axis, 3
-        )
+        _over_members(functools.partial(_member_eval, g, task, tuple(probes)), member_axis, 3)
         for g in groups
     ]
     keep_last = uses_last_step(probes)  # else the carry holds no gradients
