@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from grokjax.analysis.probes import ENTROPY_MEANS, probe_reads, resolve_probe
@@ -120,16 +121,14 @@ class ExperimentConfig:
         check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
         check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
         if self.dtype in ("float16", "bfloat16"):
-            import ml_dtypes
-
-            tiny = float(ml_dtypes.finfo(self.dtype).smallest_normal)
+            tiny = float(jnp.finfo(self.dtype).smallest_normal)
             for i, method in enumerate(self.methods):
                 for path, eps in _eps_settings(method):
                     check(
                         f"methods.{i}.optimizer.{path}",
                         eps == 0 or eps >= tiny,
-                        f"0 or >= {np.float32(tiny):.3g}, the smallest normal {self.dtype} (a "
-                        "smaller eps underflows and Adam divides by zero)",
+                        f"0 or >= {tiny:.3g}, the smallest normal {self.dtype} (a smaller eps "
+                        "underflows and Adam divides by zero)",
                         eps,
                     )
         inputs, model = self.data.input_kind, self.model
@@ -244,14 +243,12 @@ class ExperimentConfig:
         if not tiny_eps:
             return []
         return [
-            f"{', '.join(tiny_eps)} with float32 parameters: below √(smallest normal "
-            f"float32) ≈ {floor:.2g}. XLA flushes subnormals to zero, so once a weight's "
-            "gradient falls below ~1e-19 Adam's second moment is exactly 0 while the first "
-            "is not, and the weight steps by up to lr·|m|/eps (Prieto et al.'s StableMax "
-            "runs blow up this way once the loss nears 1e-13). Wrap the optimizer in "
-            '{ transform = "grokjax.with_state_dtype", dtype = "float64", inner = [...] } '
-            f"(its state in float64, parameters unchanged), set dtype = 'float64' or "
-            f"eps >= {floor:.2g} to avoid it."
+            f"{', '.join(tiny_eps)} with float32 parameters: below √(smallest normal float32) "
+            f"≈ {floor:.2g}. XLA flushes subnormals to zero, so once a gradient falls below "
+            "~1e-19 Adam's second moment is exactly 0 while the first is not, and the weight "
+            "steps by up to lr·|m|/eps. Wrap the optimizer in { transform = "
+            '"grokjax.with_state_dtype", dtype = "float64", inner = [...] } (its state in '
+            f"float64), set dtype = 'float64' or eps >= {floor:.2g} to avoid it."
         ]
 
     def steps_per_epoch(self, num_train: int) -> int:

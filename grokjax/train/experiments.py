@@ -22,15 +22,12 @@ DEFAULT = "grokfast_modmul"
 
 def experiment_dirs() -> list[pathlib.Path]:
     """``./experiments`` and the repository's ``experiments/`` (for editable installs)."""
-    dirs = [
-        pathlib.Path.cwd() / "experiments",
-        pathlib.Path(__file__).resolve().parents[2] / "experiments",
-    ]
-    unique: list[pathlib.Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+    here, repo = pathlib.Path.cwd(), pathlib.Path(__file__).resolve().parents[2]
+    dirs = [d / "experiments" for d in (here, repo) if (d / "experiments").is_dir()]
+    unique: dict[pathlib.Path, pathlib.Path] = {}
+    for d in dirs:  # the same folder once (cwd is the repository in a checkout)
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
 
 
 def _files() -> dict[str, pathlib.Path]:
