@@ -76,12 +76,12 @@ class _RunFiles:
         self.checkpointer = RunCheckpointer(run_dir / "checkpoints")
 
     def open(self, config: ExperimentConfig, resume_step: int | None) -> list[dict[str, Any]]:
-        """Start writing. A new run writes ``config.json``; a resumed one drops the rows
-        written after ``resume_step`` (its checkpoint) and returns those it keeps."""
+        """Start writing: ``config.json`` (a resume may have changed ``steps``), and for
+        a resumed run, drop the rows written after ``resume_step`` (its checkpoint) and
+        return those it keeps."""
+        (self.dir / "config.json").write_text(json.dumps(to_dict(config), indent=1) + "\n")
         path, rows = self.dir / "metrics.jsonl", []
-        if resume_step is None:
-            (self.dir / "config.json").write_text(json.dumps(to_dict(config), indent=1) + "\n")
-        elif path.exists():
+        if resume_step is not None and path.exists():
             rows = [json.loads(line) for line in path.read_text().splitlines() if line]
             rows = [row for row in rows if row["step"] <= resume_step]
             path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -196,11 +196,8 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     interval = config.eval_interval(task.num_train)
     total_evals = math.ceil(config.steps / interval)
 
-    devices = (
-        devices
-        if devices is not None
-        else (jax.devices() if config.shard_members else jax.devices()[:1])
-    )
+    if devices is None:
+        devices = jax.devices() if config.shard_members else jax.devices()[:1]
     mesh = member_mesh(devices)
     state_shardings = [
         group_shardings(s, g.size, mesh) for s, g in zip(states, groups, strict=True)
@@ -313,11 +310,8 @@ def resume_experiment(
     change, and ``config.json`` records it.
     """
     config = load_config(run_dir)
-    if steps is not None and steps != config.steps:
+    if steps is not None:
         config = dataclasses.replace(config, steps=steps)
-        (pathlib.Path(run_dir) / "config.json").write_text(
-            json.dumps(to_dict(config), indent=1) + "\n"
-        )
     return run_experiment(
         config, run_dir=run_dir, resume=True, progress=progress, devices=devices, warn=warn
     )
@@ -337,26 +331,21 @@ def _replay_row(result: RunResult, row: dict[str, Any]) -> None:
 
 
 def _postfix(result: RunResult) -> str:
-    parts = []
-    for g, group in enumerate(result.groups):
-        val = np.median(result.history[g]["val_acc"][-1])
-        grokked = int(np.sum(result.detector.generalised[g] >= 0))
-        parts.append(f"{group.method.label} val {val:.2f} ({grokked}/{group.size})")
-    return " | ".join(parts)
+    return " | ".join(
+        f"{group.method.label} val {np.median(result.history[g]['val_acc'][-1]):.2f} "
+        f"({int(np.sum(result.detector.generalised[g] >= 0))}/{group.size})"
+        for g, group in enumerate(result.groups)
+    )
 
 
 def _check_finite(groups, host_metrics, step: int, run_dir) -> None:
-    for g, m in enumerate(host_metrics):
-        bad = np.nonzero(~np.asarray(m["finite"], bool))[0]
+    for group, m in zip(groups, host_metrics, strict=True):
+        bad = np.flatnonzero(~np.asarray(m["finite"], bool))
+        kept = f" Metrics up to the previous evaluation are in {run_dir}/metrics.jsonl and "
         if bad.size:
-            where = (
-                f" Metrics up to the previous evaluation are in {run_dir}/metrics.jsonl and "
-                "earlier checkpoints are kept."
-                if run_dir is not None
-                else ""
-            )
             raise TrainingDiverged(
-                f"{groups[g].member_name(int(bad[0]))}: loss or parameters became NaN/Inf in the "
-                f"evaluation interval ending at step {step}.{where} Lower the learning rate or "
-                "the filter's lamb, or check the data."
+                f"{group.member_name(int(bad[0]))}: loss or parameters became NaN/Inf in the "
+                f"evaluation interval ending at step {step}."
+                f"{kept + 'earlier checkpoints are kept.' if run_dir else ''} Lower the "
+                "learning rate or the filter's lamb, or check the data."
             )
