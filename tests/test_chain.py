@@ -262,3 +262,12 @@ optimizer = [
 """
     with pytest.raises(ConfigError, match=r"methods.0.optimizer: .*raw uint32\[2\] PRNG key"):
         tiny_config(toml)
+
+
+def test_integer_sweep_values_of_a_float_keyword_are_floats():
+    """TOML writes 1 for 1.0: ``[1, 2, 5]`` sweeps lamb over 1.0, 2.0, 5.0; a bool does not."""
+    config = tiny_config(GROKFAST_EMA, "methods.0.sweep={'optimizer.0.lamb'=[1, 2, 5]}")
+    assert config.methods[0].sweep == {"optimizer.0.lamb": (1.0, 2.0, 5.0)}
+    assert all(type(v) is float for v in config.methods[0].sweep["optimizer.0.lamb"])
+    with pytest.raises(ConfigError, match=r"methods.0.sweep = True: must be a number"):
+        tiny_config(GROKFAST_EMA, "methods.0.sweep={'optimizer.0.lamb'=[true]}")

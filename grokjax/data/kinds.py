@@ -9,14 +9,13 @@ A new data set is a new kind in :data:`DATA_KINDS`; the trainer does not change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 
-from grokjax.data.task import Task
+from grokjax.data.task import Task, table_task
 from grokjax.errors import check, choice
 
 __all__ = [
@@ -32,45 +31,6 @@ __all__ = [
 
 def _fraction(path: str, value: float) -> None:
     check(f"{path}.train_fraction", 0.0 < value < 1.0, "strictly between 0 and 1", value)
-
-
-def _table_task(
-    make_split: Callable[[int], Any],
-    seeds: list[int],
-    encoding: str,
-    num_classes: int,
-    batch_size: int,
-    sampling: str,
-    dtype: str,
-    *,
-    cast: bool = False,
-    onehot_vocab: int = 0,
-    inputs: Callable[[Any], np.ndarray] | None = None,
-) -> tuple[Task, dict[int, Any]]:
-    """The Task of a table data set and every seed's split (``make_split(seed)``).
-
-    ``inputs(table)`` overrides ``table.inputs(encoding)``; ``cast`` puts vector inputs
-    in the model's dtype; ``onehot_vocab`` > 0 marks rows of one-hot slot ids."""
-    splits = {s: make_split(s) for s in sorted(set(seeds))}
-    table = next(iter(splits.values()))
-    inputs = table.inputs(encoding) if inputs is None else inputs(table)
-    if cast:
-        inputs = inputs.astype(jnp.dtype(dtype))
-    vocab_size = table.vocab_size(encoding)
-    task = Task(
-        inputs_N=jnp.asarray(inputs),
-        labels_N=jnp.asarray(table.labels_N, jnp.int32),
-        num_train=table.num_train,
-        num_val=table.num_val,
-        num_classes=num_classes,
-        vocab_size=vocab_size,
-        seq_len=inputs.shape[1],
-        batch_size=batch_size,
-        sampling=sampling,
-        onehot_vocab=onehot_vocab,
-        dtype=dtype,
-    )
-    return task, splits
 
 
 @dataclass(frozen=True)
@@ -110,7 +70,7 @@ class ModularData:
             return modular_arithmetic(self.op, self.p, self.train_fraction, seed, y_min=self.y_min)
 
         if self.encoding == "onehot":  # onehot(x) ⊕ onehot(y) as the ids (x, y)
-            return _table_task(
+            return table_task(
                 make,
                 seeds,
                 self.encoding,
@@ -121,7 +81,7 @@ class ModularData:
                 onehot_vocab=self.p,
                 inputs=lambda t: np.stack([t.x_N, t.y_N], axis=1),
             )
-        return _table_task(make, seeds, self.encoding, self.p, batch_size, sampling, dtype)
+        return table_task(make, seeds, self.encoding, self.p, batch_size, sampling, dtype)
 
 
 @dataclass(frozen=True)
@@ -165,7 +125,7 @@ class SparseParityData:
                 sample_seed=self.sample_seed,
             )
 
-        return _table_task(make, seeds, self.encoding, 2, batch_size, sampling, dtype, cast=True)
+        return table_task(make, seeds, self.encoding, 2, batch_size, sampling, dtype, cast=True)
 
 
 @dataclass(frozen=True)
@@ -206,7 +166,7 @@ class GaussianData:
                 sample_seed=self.sample_seed,
             )
 
-        return _table_task(
+        return table_task(
             make, seeds, self.encoding, self.classes, batch_size, sampling, dtype, cast=True
         )
 
@@ -247,7 +207,7 @@ class TextWindowData:
                 sample_seed=self.sample_seed,
             )
 
-        return _table_task(
+        return table_task(
             make, seeds, self.encoding, 256, batch_size, sampling, dtype, onehot_vocab=256
         )
 

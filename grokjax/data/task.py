@@ -6,16 +6,18 @@ data only through it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from grokjax.losses import cross_entropy_with_integer_labels
 
-__all__ = ["Task"]
+__all__ = ["Task", "table_task"]
 
 
 def _trailing(v: jax.Array, ndim: int) -> jax.Array:
@@ -154,3 +156,43 @@ class Task:
         local = lax.dynamic_slice(perm, (pos * b,), (b,))
         mask = (pos * b + jnp.arange(b)) < n
         return train_idx[local], mask.astype(jnp.float32)
+
+
+def table_task(
+    make_split: Callable[[int], Any],
+    seeds: list[int],
+    encoding: str,
+    num_classes: int,
+    batch_size: int,
+    sampling: str,
+    dtype: str,
+    *,
+    cast: bool = False,
+    onehot_vocab: int = 0,
+    inputs: Callable[[Any], np.ndarray] | None = None,
+) -> tuple[Task, dict[int, Any]]:
+    """The Task of a table data set (rows of inputs and labels, split per seed into
+    training and validation rows) and every seed's split (``make_split(seed)``).
+
+    ``inputs(table)`` overrides ``table.inputs(encoding)``; ``cast`` puts vector inputs
+    in the model's dtype; ``onehot_vocab`` > 0 marks rows of one-hot slot ids."""
+    splits = {s: make_split(s) for s in sorted(set(seeds))}
+    table = next(iter(splits.values()))
+    inputs = table.inputs(encoding) if inputs is None else inputs(table)
+    if cast:
+        inputs = inputs.astype(jnp.dtype(dtype))
+    vocab_size = table.vocab_size(encoding)
+    task = Task(
+        inputs_N=jnp.asarray(inputs),
+        labels_N=jnp.asarray(table.labels_N, jnp.int32),
+        num_train=table.num_train,
+        num_val=table.num_val,
+        num_classes=num_classes,
+        vocab_size=vocab_size,
+        seq_len=inputs.shape[1],
+        batch_size=batch_size,
+        sampling=sampling,
+        onehot_vocab=onehot_vocab,
+        dtype=dtype,
+    )
+    return task, splits
