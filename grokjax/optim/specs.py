@@ -135,14 +135,24 @@ class _Builder:
         self.keys = keys
         self.used: set[str] = set()  # swept paths that reached a keyword
 
-    def chain(self, specs: Sequence[Any], path: str) -> optax.GradientTransformation:
+    def chain(self, specs: Sequence[Any], path: str = "") -> optax.GradientTransformation:
+        """The chain of ``specs``; at the top (``path=""``), every swept path must have
+        reached a keyword."""
         for i, spec in enumerate(specs):
             if not _is_spec(spec):
                 raise ConfigError(
                     f"optimizer.{_join(path, i)} = {spec!r}: must be a table with a "
                     "'transform' key, e.g. { transform = 'optax.adam', learning_rate = 1e-3 }."
                 )
-        return optax.chain(*(self.build(s, _join(path, i)) for i, s in enumerate(specs)))
+        tx = optax.chain(*(self.build(s, _join(path, i)) for i, s in enumerate(specs)))
+        unused = sorted(set(self.values) - self.used) if not path else []
+        if unused:
+            raise ConfigError(
+                f"optimizer.{unused[0]}: no transform or schedule keyword at this path to "
+                "sweep (a swept key is optimizer.<index>.<keyword>, or "
+                "optimizer.<index>.<keyword>.<schedule keyword>)."
+            )
+        return tx
 
     def build(self, value: Any, path: str, owner: Callable[..., Any] | None = None) -> Any:
         """The value at ``path``: swept, an inner chain, a built transform or schedule,
@@ -263,32 +273,19 @@ class Optimizer:
         if missing:
             raise ValueError(f"no value for swept optimizer keyword(s) {missing}")
 
-        def build(injected: Mapping[str, Any]) -> optax.GradientTransformation:
-            key_iter = None if keys is None else iter(keys)
-            builder = _Builder(injected, key_iter)
-            tx = builder.chain(self.specs, "")
-            unused = sorted(set(injected) - builder.used)
-            if unused:
-                raise ConfigError(
-                    f"optimizer.{unused[0]}: no transform or schedule keyword at this path "
-                    "to sweep (a swept key is optimizer.<index>.<keyword>, or "
-                    "optimizer.<index>.<keyword>.<schedule keyword>)."
-                )
-            return tx
+        def build(**injected: Any) -> optax.GradientTransformation:
+            by_path = {path: injected[name] for path, name in names.items()}
+            return _Builder(by_path, None if keys is None else iter(keys)).chain(self.specs)
 
-        eager = build({p: values[p] for p in self.swept})  # the transforms' own checks
+        names = {path: _identifier(path) for path in self.swept}
+        eager = build(**{names[p]: values[p] for p in self.swept})  # the transforms' checks
         if not self.swept:
             return optax.with_extra_args_support(eager)
-        names = {path: _identifier(path) for path in self.swept}
-
-        def factory(**kwargs):
-            return build({path: kwargs[name] for path, name in names.items()})
-
         # inject_hyperparams reads the keywords from the signature; paths are not names
-        factory.__signature__ = inspect.Signature(
+        build.__signature__ = inspect.Signature(
             [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names.values()]
         )
-        inject = optax.inject_hyperparams(factory, hyperparam_dtype=self.hyperparam_dtype)
+        inject = optax.inject_hyperparams(build, hyperparam_dtype=self.hyperparam_dtype)
         return inject(**{names[p]: values[p] for p in self.swept})
 
     def lookup(self, path: str) -> Any:
