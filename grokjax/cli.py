@@ -5,6 +5,10 @@
 - ``grokjax run --resume RUN_DIR``: continue a run from its latest checkpoint.
 - ``grokjax list``: built-in configs and ``experiments/*.toml``.
 - ``grokjax report RUN_DIR``: redraw the figures and rewrite ``report.md``.
+
+Exit codes: 0 done; 2 bad input (config, data, arguments); 3 training diverged; 4 a
+damaged run folder or checkpoint; 130 interrupted (Ctrl-C or SIGTERM: the run saves a
+checkpoint and prints the command that resumes it). ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"grokjax {grokjax.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="train an experiment (default: grokfast_modmul)")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    run = commands.add_parser(
+        "run", parents=[debug], help="train an experiment (default: grokfast_modmul)"
+    )
     run.add_argument(
         "config", nargs="?", help="an experiment name (see `grokjax list`) or a .toml path"
     )
@@ -47,14 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs/)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    commands.add_parser("list", help="list the experiments `grokjax run` accepts")
+    commands.add_parser("list", parents=[debug], help="list the experiments `grokjax run` accepts")
 
-    report = commands.add_parser("report", help="redraw a run's figures and rewrite its report.md")
+    report = commands.add_parser(
+        "report", parents=[debug], help="redraw a run's figures and rewrite its report.md"
+    )
     report.add_argument("run_dir")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
+    from grokjax.errors import ConfigError
     from grokjax.train import (
         apply_overrides,
         new_run_dir,
@@ -70,14 +81,10 @@ def _run(args: argparse.Namespace) -> int:
         for item in args.overrides:
             key, _, value = item.partition("=")
             if key.strip() != "steps" or not value.strip().isdigit():
-                raise SystemExit(
-                    f"grokjax run --resume: only --set steps=N may change a run, got {item!r}."
-                )
+                raise ConfigError(f"--resume: only --set steps=N may change a run, got {item!r}.")
             steps = int(value)
         if args.config or args.only:
-            raise SystemExit(
-                "grokjax run --resume: the run keeps its own config; drop CONFIG and --only."
-            )
+            raise ConfigError("--resume: the run keeps its own config; drop CONFIG and --only.")
         from grokjax.train import load_config
 
         _print_warnings(load_config(args.resume))
@@ -120,10 +127,25 @@ def _timing(result) -> str:
     return text
 
 
+def _exit_code(err: BaseException) -> int | None:
+    """The documented exit code of an expected failure (``None``: a bug, re-raised)."""
+    from grokjax.data.text import MalformedRecord
+    from grokjax.errors import ConfigError, RunFolderError
+    from grokjax.train import TrainingDiverged
+
+    if isinstance(err, (ConfigError, MalformedRecord, FileNotFoundError)):
+        return 2
+    if isinstance(err, TrainingDiverged):
+        return 3
+    if isinstance(err, RunFolderError):
+        return 4
+    if isinstance(err, KeyboardInterrupt):
+        return 130
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from grokjax.errors import ConfigError
-
     try:
         if args.command == "run":
             return _run(args)
@@ -138,9 +160,26 @@ def main(argv: list[str] | None = None) -> int:
 
             print(write_report(pathlib.Path(args.run_dir)))
             return 0
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"grokjax {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as err:
+        code = _exit_code(err)
+        if code is None or args.debug:
+            raise
+        from grokjax.train import TrainingInterrupted
+
+        if isinstance(err, TrainingInterrupted):
+            saved = (
+                f"; metrics and a checkpoint are saved. Resume with:\n  grokjax run --resume "
+                f"{err.run_dir}"
+                if err.run_dir
+                else ""
+            )
+            message = f"interrupted at step {err.step}{saved}"
+        elif isinstance(err, KeyboardInterrupt):
+            message = "interrupted (no checkpoint written since the last one)"
+        else:
+            message = str(err)
+        print(f"grokjax {args.command}: error: {message}", file=sys.stderr)
+        return code
     return 0
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ConfigError", "check", "choice"]
+__all__ = ["ConfigError", "RunFolderError", "check", "choice"]
 
 
 class ConfigError(ValueError):
     """A config value or key is invalid; the message names it and what is allowed."""
+
+
+class RunFolderError(RuntimeError):
+    """A run folder or checkpoint is damaged or inconsistent; the message names the file
+    and what to do."""
 
 
 def choice(path: str, value: Any, allowed: Sequence[Any]) -> None:

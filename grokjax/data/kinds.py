@@ -29,8 +29,17 @@ __all__ = [
 ]
 
 
-def _fraction(path: str, value: float) -> None:
+def _fraction(path: str, value: float, rows: int | None = None) -> None:
+    """``value`` in (0, 1), and with ``rows`` rows, neither split empty."""
     check(f"{path}.train_fraction", 0.0 < value < 1.0, "strictly between 0 and 1", value)
+    if rows is not None:
+        n_train = int(value * rows)
+        check(
+            f"{path}.train_fraction",
+            0 < n_train < rows,
+            f"a fraction of the {rows} rows that leaves neither split empty",
+            value,
+        )
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,21 @@ class ModularData:
     encoding: str = "tokens"
 
     def validate(self, path: str = "data") -> None:
-        from grokjax.data.modular import OPERATIONS
+        from grokjax.data import modular
 
-        _fraction(path, self.train_fraction)
-        choice(f"{path}.op", self.op, list(OPERATIONS))
+        choice(f"{path}.op", self.op, list(modular.OPERATIONS))
         check(f"{path}.p", self.p >= 2, "an integer >= 2", self.p)
+        if self.op in modular._DIVIDING_OPS:
+            check(
+                f"{path}.p",
+                modular._is_prime(self.p),
+                f"a prime for op {self.op!r}, which divides by y; e.g. "
+                f"{modular._neighbouring_primes(self.p)}",
+                self.p,
+            )
         check(f"{path}.y_min", 0 <= self.y_min < self.p, "in [0, p)", self.y_min)
+        y_start = max(self.y_min, 1) if self.op == "x/y" else self.y_min
+        _fraction(path, self.train_fraction, self.p * (self.p - y_start))
         choice(f"{path}.encoding", self.encoding, ["tokens", "tokens_no_op", "onehot"])
 
     @property
@@ -101,7 +119,7 @@ class SparseParityData:
     num_classes: ClassVar[int] = 2
 
     def validate(self, path: str = "data") -> None:
-        _fraction(path, self.train_fraction)
+        _fraction(path, self.train_fraction, self.num_samples)
         choice(f"{path}.encoding", self.encoding, ["bits"])
         check(f"{path}.parity_bits", self.parity_bits >= 1, ">= 1", self.parity_bits)
         check(f"{path}.noise_bits", self.noise_bits >= 0, ">= 0", self.noise_bits)
@@ -143,7 +161,7 @@ class GaussianData:
     input_kind: ClassVar[str] = "vector"
 
     def validate(self, path: str = "data") -> None:
-        _fraction(path, self.train_fraction)
+        _fraction(path, self.train_fraction, self.num_samples)
         choice(f"{path}.encoding", self.encoding, ["dense"])
         check(f"{path}.num_samples", self.num_samples >= 2, ">= 2", self.num_samples)
         check(f"{path}.features", self.features >= 1, ">= 1", self.features)
@@ -187,7 +205,7 @@ class TextWindowData:
     num_classes: ClassVar[int] = 256
 
     def validate(self, path: str = "data") -> None:
-        _fraction(path, self.train_fraction)
+        _fraction(path, self.train_fraction, self.num_samples)
         choice(f"{path}.encoding", self.encoding, ["onehot"])
         check(f"{path}.num_samples", self.num_samples >= 2, ">= 2", self.num_samples)
         check(f"{path}.context", self.context >= 1, ">= 1", self.context)

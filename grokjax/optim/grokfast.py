@@ -16,6 +16,7 @@ they jit, vmap over a leading seed axis and sweep with :func:`optax.inject_hyper
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -75,6 +76,12 @@ def _check_unit_interval(name: str, value: Any) -> None:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}.")
 
 
+def _check_amplification(value: Any) -> None:
+    # a Python number is checked here; an injected (traced) λ is the caller's to check
+    if isinstance(value, (int, float)) and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"lamb must be a finite number >= 0, got {value!r}.")
+
+
 def grokfast_ema(
     alpha: float = 0.98,
     lamb: float = 2.0,
@@ -119,6 +126,7 @@ def grokfast_ema(
         [7. 1.]
     """
     _check_unit_interval("alpha", alpha)
+    _check_amplification(lamb)
 
     def init_fn(params: optax.Params) -> GrokfastEmaState:
         return GrokfastEmaState(
@@ -244,6 +252,7 @@ def grokfast_ma(
         raise ValueError(f"grokfast_ma: filter_type must be 'mean' or 'sum', got {filter_type!r}.")
     if not isinstance(window_size, jax.core.Tracer):
         _static_window_size(window_size)
+    _check_amplification(lamb)
 
     def init_fn(params: optax.Params) -> GrokfastMaState:
         w = _static_window_size(window_size)

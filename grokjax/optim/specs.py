@@ -39,6 +39,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import math
 import re
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -108,6 +109,8 @@ def _check_keywords(fn: Callable[..., Any], given: Mapping[str, Any], name: str,
             raise ConfigError(
                 f"{path}.{key}: {name} has no keyword {key!r}; its keywords are {accepted}."
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}.{key} = {value!r}: {name} needs a finite number.")
         default = params[key].default
         number = isinstance(default, (int, float)) and not isinstance(default, bool)
         if number and (isinstance(value, (str, bool)) or value is None):

@@ -10,12 +10,12 @@ from grokjax.train.loading import apply_overrides, from_dict, load_toml, select_
 from grokjax.train.loop import (
     RunResult,
     TrainingDiverged,
-    load_config,
-    new_run_dir,
+    TrainingInterrupted,
     resume_experiment,
     run_experiment,
 )
 from grokjax.train.method import MethodConfig
+from grokjax.train.rundir import load_config, new_run_dir
 
 __all__ = [
     "DEFAULT",
@@ -28,6 +28,7 @@ __all__ = [
     "RunCheckpointer",
     "RunResult",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "apply_overrides",
     "available",
     "from_dict",

@@ -14,10 +14,12 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from grokjax.errors import RunFolderError
+
 __all__ = ["CheckpointError", "RunCheckpointer"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RunFolderError):
     """A checkpoint is missing or cannot be read; the message names it."""
 
 

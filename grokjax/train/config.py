@@ -69,6 +69,8 @@ class ExperimentConfig:
     val_threshold: float = 0.95
     stop_when_grokked: bool = True
     checkpoint_every: int = 0
+    # stop a member whose training loss exceeds this × its first evaluation's (0: never)
+    divergence_factor: float = 1e4
     shard_members: bool = True
     member_axis: str = "auto"
     # Steps unrolled into straight-line code per loop iteration of an interval. Costs
@@ -120,6 +122,12 @@ class ExperimentConfig:
         check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
         check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
         check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
+        check(
+            "divergence_factor",
+            self.divergence_factor == 0 or self.divergence_factor > 1,
+            "0 (off) or > 1",
+            self.divergence_factor,
+        )
         if self.dtype in ("float16", "bfloat16"):
             tiny = float(jnp.finfo(self.dtype).smallest_normal)
             for i, method in enumerate(self.methods):

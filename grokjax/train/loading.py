@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,10 +36,17 @@ class _Wrong(dacite.WrongTypeError):
 
 
 def _number(value: Any) -> Any:
-    # TOML writes 1 for 1.0: an integer is a valid float; a bool is neither
+    # TOML writes 1 for 1.0: an integer is a valid float; a bool is neither; TOML's inf
+    # and nan are no setting of any field
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Wrong(float, value)
+    if not math.isfinite(value):
+        raise _Wrong(_Finite, value)
     return float(value)
+
+
+class _Finite(float):
+    """Names the requirement in messages: a finite number."""
 
 
 def _integer(value: Any) -> Any:
@@ -48,7 +56,13 @@ def _integer(value: Any) -> Any:
 
 
 _DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _number, int: _integer})
-_TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+_TYPE_WORDS = {
+    _Finite: "a finite number",
+    float: "a number",
+    int: "an integer",
+    bool: "true or false",
+    str: "a string",
+}
 
 
 def _type_words(hint: Any) -> str:

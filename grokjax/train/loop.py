@@ -6,21 +6,18 @@ the host reads metrics back every ``evals_per_sync`` intervals, to update the
 progress bar, write ``metrics.jsonl``, detect grokking, stop early, stop on NaN and
 save checkpoints. Python never runs per step.
 
-A run directory ``runs/<name>_<YYYYmmdd_HHMMSS>/`` holds ``config.json``,
-``metrics.jsonl`` (one row per evaluation per member), ``grokking.json`` (steps to
-memorise and to generalise per member), ``checkpoints/`` (orbax), ``analysis/``
-(the probes' array outputs, ``step_<step>.npz``) and, from
-:mod:`grokjax.viz`, ``plots/`` and ``report.md``.
+What a run writes is in :mod:`grokjax.train.rundir`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
-import json
 import math
 import pathlib
+import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,19 +29,62 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from grokjax.errors import ConfigError
-from grokjax.train.checkpoint import RunCheckpointer
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
-from grokjax.train.loading import from_dict, to_dict
 from grokjax.train.mesh import group_shardings, member_mesh, place
+from grokjax.train.rundir import RunFiles, load_config
 from grokjax.train.state import Group, init_groups
 from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis
 
-__all__ = ["RunResult", "TrainingDiverged", "load_config", "resume_experiment", "run_experiment"]
+__all__ = [
+    "RunResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "resume_experiment",
+    "run_experiment",
+]
 
 
 class TrainingDiverged(RuntimeError):
-    """A member's loss or parameters became NaN/Inf; the message names member and step."""
+    """A member's loss or parameters became NaN/Inf, or its training loss exploded; the
+    message names the member, its hyperparameters and the step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run after the intervals already dispatched; the
+    metrics so far and a checkpoint at ``step`` are written (with a run directory)."""
+
+    def __init__(self, run_dir: pathlib.Path | None, step: int):
+        super().__init__(f"interrupted at step {step}")
+        self.run_dir, self.step = run_dir, step
+
+
+class _StopOnSignal:
+    """The first SIGINT or SIGTERM asks the loop to stop at its next sync (a dispatched
+    interval's input state is donated, so it must finish); a second one exits at once."""
+
+    def __init__(self) -> None:
+        self.requested, self.previous = False, {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\ngrokjax: stopping after the intervals already dispatched, then saving a "
+            "checkpoint (press Ctrl-C again to exit at once, without one)",
+            file=sys.stderr,
+        )
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -64,82 +104,6 @@ class RunResult:
     def metric(self, g: int, name: str) -> np.ndarray:
         """``(evaluations, members)`` array of metric ``name`` for group ``g``."""
         return np.stack(self.history[g][name]) if self.history[g][name] else np.zeros((0, 0))
-
-
-class _RunFiles:
-    """A run directory's files: ``config.json``, ``metrics.jsonl``, ``analysis/*.npz``,
-    ``grokking.json`` and the orbax checkpoints."""
-
-    def __init__(self, run_dir: pathlib.Path, groups: list[Group]):
-        self.dir, self.groups, self.metrics = run_dir, groups, None
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpointer = RunCheckpointer(run_dir / "checkpoints")
-
-    def open(self, config: ExperimentConfig, resume_step: int | None) -> list[dict[str, Any]]:
-        """Start writing: ``config.json`` (a resume may have changed ``steps``), and for
-        a resumed run, drop the rows written after ``resume_step`` (its checkpoint) and
-        return those it keeps."""
-        (self.dir / "config.json").write_text(json.dumps(to_dict(config), indent=1) + "\n")
-        path, rows = self.dir / "metrics.jsonl", []
-        if resume_step is not None and path.exists():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-            rows = [row for row in rows if row["step"] <= resume_step]
-            path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        self.metrics = path.open("a")
-        return rows
-
-    def write(self, step: int, host: list[dict[str, np.ndarray]], names, array_names) -> None:
-        """One evaluation: a row per member, and the probes' arrays of every group."""
-        for g, (group, m) in enumerate(zip(self.groups, host, strict=True)):
-            for i, (seed, hps) in enumerate(group.members):
-                row = {"step": step, "method": group.method.label, "group": g, "member": i}
-                row.update(seed=seed, **hps)
-                row.update({k: float(m[k][i]) for k in names[g] if k != "finite"})
-                self.metrics.write(json.dumps(row) + "\n")
-        arrays = {
-            f"{group.method.label}/{k}": np.asarray(m[k])
-            for group, m, keys in zip(self.groups, host, array_names, strict=True)
-            for k in keys
-        }
-        if arrays:
-            (self.dir / "analysis").mkdir(exist_ok=True)
-            np.savez(self.dir / "analysis" / f"step_{step:08d}.npz", **arrays)
-
-    def close(self, detector: GrokDetector) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-        self.checkpointer.close()
-        rows = [
-            {"method": g.method.label, "member": i, "seed": seed, **hps, **detector.member(gi, i)}
-            for gi, g in enumerate(self.groups)
-            for i, (seed, hps) in enumerate(g.members)
-        ]
-        (self.dir / "grokking.json").write_text(json.dumps(rows, indent=1) + "\n")
-
-
-def new_run_dir(config: ExperimentConfig, root: str | pathlib.Path = "runs") -> pathlib.Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-    run_dir = pathlib.Path(root) / f"{config.name}_{stamp}"
-    suffix = 1
-    while run_dir.exists():
-        run_dir = pathlib.Path(root) / f"{config.name}_{stamp}_{suffix}"
-        suffix += 1
-    return run_dir
-
-
-def load_config(run_dir: str | pathlib.Path) -> ExperimentConfig:
-    path = pathlib.Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a grokjax run directory?")
-    data = json.loads(path.read_text())
-    if any(isinstance(m.get("optimizer"), dict) for m in data.get("methods", [])):
-        raise ConfigError(
-            f"{path} was written by an older grokjax (an optimizer given as one table, "
-            "before optimizers became lists of transforms): this version cannot resume it. "
-            "Its metrics.jsonl and report stay readable (`grokjax report`); to continue, "
-            "start the experiment again."
-        )
-    return from_dict(ExperimentConfig, data)
 
 
 def run_experiment(
@@ -230,11 +194,17 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     files, start_eval = None, 0
     if run_dir is not None:
         result.run_dir = run_dir = pathlib.Path(run_dir)
-        files = _RunFiles(run_dir, groups)
+        files = RunFiles(run_dir, groups)
         resume_step = None
         if resume:
             states, meta = files.checkpointer.restore(states)
             resume_step, start_eval = meta["step"], meta["step"] // interval
+            if resume_step > config.steps:
+                files.close(None)
+                raise ConfigError(
+                    f"steps = {config.steps}: this run has already trained {resume_step} "
+                    f"steps; give steps >= {resume_step} to continue it."
+                )
             detector.load_state_dict(meta["detector"])
         for row in files.open(config, resume_step):
             _replay_row(result, row)
@@ -253,39 +223,41 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
     )
     pending: list[tuple[int, Any]] = []
     try:
-        for e in range(start_eval, total_evals):
-            states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32))
-            pending.append(((e + 1) * interval, metrics))
-            last = e == total_evals - 1
-            if len(pending) < config.evals_per_sync and not last:
-                continue
-            for step, host in zip(
-                (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
-            ):
-                _check_finite(groups, host, step, run_dir)
-                result.steps.append(step)
-                for g, m in enumerate(host):
-                    for k in names[g]:
-                        result.history[g][k].append(np.asarray(m[k]))
-                detector.update(step, host)
-                if files is not None:
-                    files.write(step, host, names, array_names)
-            pending.clear()
-            bar.update(step - bar.n)
-            bar.set_postfix_str(_postfix(result))
-            done = config.stop_when_grokked and detector.all_generalised()
-            if files is not None:
-                files.metrics.flush()
+        with _StopOnSignal() as stop:
+            for e in range(start_eval, total_evals):
+                states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32))
+                pending.append(((e + 1) * interval, metrics))
+                last = e == total_evals - 1
+                if len(pending) < config.evals_per_sync and not (last or stop.requested):
+                    continue
+                for step, host in zip(
+                    (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
+                ):
+                    _check_finite(result, host, step)
+                    result.steps.append(step)
+                    for g, m in enumerate(host):
+                        for k in names[g]:
+                            result.history[g][k].append(np.asarray(m[k]))
+                    detector.update(step, host)
+                    if files is not None:
+                        files.write(step, host, names, array_names)
+                pending.clear()
+                bar.update(step - bar.n)
+                bar.set_postfix_str(_postfix(result))
+                done = config.stop_when_grokked and detector.all_generalised()
                 every = config.checkpoint_every
-                if every and step - last_ckpt_step >= every and not (done or last):
+                final = done or last or stop.requested  # saved after the loop
+                if files is not None and every and step - last_ckpt_step >= every and not final:
                     checkpoint(step)
                     last_ckpt_step = step
-            if done:
-                break
+                if done or stop.requested:
+                    break
         if files is not None and (
             step > last_ckpt_step or files.checkpointer.latest_step() is None
         ):
             checkpoint(step)
+        if stop.requested:
+            raise TrainingInterrupted(run_dir, step)
     finally:
         bar.close()
         if files is not None:
@@ -338,14 +310,49 @@ def _postfix(result: RunResult) -> str:
     )
 
 
-def _check_finite(groups, host_metrics, step: int, run_dir) -> None:
-    for group, m in zip(groups, host_metrics, strict=True):
-        bad = np.flatnonzero(~np.asarray(m["finite"], bool))
-        kept = f" Metrics up to the previous evaluation are in {run_dir}/metrics.jsonl and "
-        if bad.size:
-            raise TrainingDiverged(
-                f"{group.member_name(int(bad[0]))}: loss or parameters became NaN/Inf in the "
-                f"evaluation interval ending at step {step}."
-                f"{kept + 'earlier checkpoints are kept.' if run_dir else ''} Lower the "
-                "learning rate or the filter's lamb, or check the data."
+def _check_finite(result: RunResult, host_metrics, step: int) -> None:
+    """Stop on a member whose loss or parameters are NaN/Inf, or whose training loss
+    exceeds ``divergence_factor`` × its first evaluation's."""
+    factor = result.config.divergence_factor
+    for g, (group, m) in enumerate(zip(result.groups, host_metrics, strict=True)):
+        first = result.history[g]["train_loss"]
+        first = np.asarray(first[0] if first else m["train_loss"])
+        exploded = factor * first < np.asarray(m["train_loss"]) if factor else False
+        bad = np.flatnonzero(~np.asarray(m["finite"], bool) | exploded)
+        if not bad.size:
+            continue
+        i = int(bad[0])
+        what = (
+            "loss or parameters became NaN/Inf"
+            if not m["finite"][i]
+            else f"training loss {float(m['train_loss'][i]):.3g} exceeds divergence_factor "
+            f"({factor:g}) × its first evaluation's ({float(first[i]):.3g})"
+        )
+        kept = (
+            f" Metrics up to the previous evaluation are in {result.run_dir}/metrics.jsonl "
+            "and earlier checkpoints are kept."
+            if result.run_dir
+            else ""
+        )
+        raise TrainingDiverged(
+            f"{group.member_name(i)}: {what} in the evaluation interval ending at step "
+            f"{step}.{kept} Its optimizer: {_spec_text(group.method.optimizer)}. Lower the "
+            "learning rate or the filter's lamb, or check the data."
+        )
+
+
+def _spec_text(specs) -> str:
+    """``optax.adam(learning_rate=0.001, …) → …``: an optimizer list in one line."""
+
+    def text(value):
+        if isinstance(value, dict):
+            head = value.get("transform", value.get("schedule"))
+            args = ", ".join(
+                f"{k}={text(v)}" for k, v in value.items() if k not in ("transform", "schedule")
             )
+            return f"{head}({args})" if head else f"{{{args}}}"
+        if isinstance(value, (list, tuple)):
+            return "[" + " → ".join(text(v) for v in value) + "]"
+        return f"{value:g}" if isinstance(value, float) else repr(value)
+
+    return " → ".join(text(spec) for spec in specs)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from grokjax.errors import RunFolderError
 
 __all__ = ["MethodCurves", "RunRecord", "load_run"]
 
@@ -42,18 +43,15 @@ def _first_steps(steps: np.ndarray, acc_SM: np.ndarray, threshold: float) -> lis
 
 def load_run(run_dir: str | pathlib.Path) -> RunRecord:
     """Load ``config.json``, ``metrics.jsonl`` and ``grokking.json`` of a run."""
+    from grokjax.train.rundir import read_json, read_metrics
+
     run_dir = pathlib.Path(run_dir)
-    for name in ("config.json", "metrics.jsonl"):
-        if not (run_dir / name).exists():
-            raise FileNotFoundError(
-                f"{run_dir / name} not found: is {run_dir} a grokjax run directory?"
-            )
-    config = json.loads((run_dir / "config.json").read_text())
-    rows = [
-        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line
-    ]
+    config = read_json(run_dir / "config.json")
+    if not (run_dir / "metrics.jsonl").exists():
+        raise RunFolderError(f"{run_dir / 'metrics.jsonl'} not found: the run wrote no metrics.")
+    rows, _ = read_metrics(run_dir / "metrics.jsonl")  # a cut-off last row is left out
     grok_path = run_dir / "grokking.json"
-    grok = json.loads(grok_path.read_text()) if grok_path.exists() else []
+    grok = read_json(grok_path) if grok_path.exists() else []
     methods = []
     for g, method in enumerate(config["methods"]):
         mine = [r for r in rows if r["group"] == g]

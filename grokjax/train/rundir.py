@@ -1,0 +1,169 @@
+"""A run directory on disk: its files, written so that a crash or an interrupt loses
+nothing already written, and read back with damage named.
+
+``runs/<name>_<YYYYmmdd_HHMMSS>/`` holds ``config.json``, ``metrics.jsonl`` (one row per
+evaluation per member, flushed per evaluation), ``grokking.json``, ``checkpoints/``
+(orbax), ``analysis/`` (the probes' arrays, ``step_<step>.npz``) and, from
+:mod:`grokjax.viz`, ``plots/`` and ``report.md``. Whole-file rewrites go through a
+temporary file and a rename, so a file is either the old one or the new one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from grokjax.errors import ConfigError, RunFolderError
+from grokjax.train.checkpoint import RunCheckpointer
+from grokjax.train.config import ExperimentConfig
+from grokjax.train.loading import from_dict, to_dict
+
+__all__ = ["RunFiles", "load_config", "new_run_dir", "read_json", "read_metrics", "write_atomic"]
+
+
+def write_atomic(path: pathlib.Path, text: str) -> None:
+    """Replace ``path``'s contents with ``text`` in one rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_json(path: pathlib.Path) -> Any:
+    """A run folder's JSON file; a missing or damaged one names itself."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such run directory.")
+    if not path.exists():
+        raise RunFolderError(f"{path} not found: is {path.parent} a grokjax run directory?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunFolderError(f"{path} is damaged (not valid JSON: {err}).") from None
+
+
+def read_metrics(path: pathlib.Path) -> tuple[list[dict[str, Any]], bool]:
+    """``(rows, torn)``: the rows of a ``metrics.jsonl``, and whether its last line was
+    cut off (a crash mid-write) and dropped. A damaged line before the last names
+    itself."""
+    lines = path.read_text().split("\n")
+    rows, torn = [], False
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number < len(lines) - 1:  # not the last line: not a torn write
+                raise RunFolderError(
+                    f"{path}:{number} is damaged ({err}); remove that line to continue."
+                ) from None
+            torn = True
+    return rows, torn
+
+
+def new_run_dir(config: ExperimentConfig, root: str | pathlib.Path = "runs") -> pathlib.Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+    run_dir = pathlib.Path(root) / f"{config.name}_{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        run_dir = pathlib.Path(root) / f"{config.name}_{stamp}_{suffix}"
+        suffix += 1
+    return run_dir
+
+
+def load_config(run_dir: str | pathlib.Path) -> ExperimentConfig:
+    """The config a run was written with (``config.json``)."""
+    path = pathlib.Path(run_dir) / "config.json"
+    data = read_json(path)
+    if any(isinstance(m.get("optimizer"), dict) for m in data.get("methods", [])):
+        raise ConfigError(
+            f"{path} was written by an older grokjax (an optimizer given as one table, "
+            "before optimizers became lists of transforms): this version cannot resume it. "
+            "Its metrics.jsonl and report stay readable (`grokjax report`); to continue, "
+            "start the experiment again."
+        )
+    return from_dict(ExperimentConfig, data)
+
+
+class RunFiles:
+    """A run directory's files while it trains: ``config.json``, ``metrics.jsonl``,
+    ``analysis/*.npz``, ``grokking.json`` and the orbax checkpoints."""
+
+    def __init__(self, run_dir: pathlib.Path, groups: list[Any]):
+        self.dir, self.groups, self.metrics = run_dir, groups, None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpointer = RunCheckpointer(run_dir / "checkpoints")
+
+    def open(self, config: ExperimentConfig, resume_step: int | None) -> list[dict[str, Any]]:
+        """Start writing: ``config.json`` (a resume may have changed ``steps``). A
+        resumed run keeps the rows up to ``resume_step`` (its checkpoint) and returns
+        them; what it drops is reported on stderr. Metrics that are missing or end
+        before the checkpoint are refused: continuing would lose them."""
+        path, rows = self.dir / "metrics.jsonl", []
+        if resume_step is not None:
+            if not path.exists():
+                raise RunFolderError(
+                    f"{path} is missing, but the checkpoint is at step {resume_step}: "
+                    "resuming would lose the metrics before it. Restore the file, or start "
+                    "the experiment again."
+                )
+            rows, torn = read_metrics(path)
+            last = max((row["step"] for row in rows), default=0)
+            if last < resume_step:
+                raise RunFolderError(
+                    f"{path} ends at step {last}, before the checkpoint at step "
+                    f"{resume_step}: resuming would leave a gap. Restore the file, or start "
+                    "the experiment again."
+                )
+            kept = [row for row in rows if row["step"] <= resume_step]
+            dropped = len(rows) - len(kept) + torn
+            if dropped:
+                print(
+                    f"grokjax: resuming from step {resume_step}: dropped {dropped} row(s) of "
+                    f"{path.name} written after it" + (" (the last one cut off)" if torn else ""),
+                    file=sys.stderr,
+                )
+            write_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
+            rows = kept
+        write_atomic(self.dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
+        self.metrics = path.open("a")
+        return rows
+
+    def write(self, step: int, host: list[dict[str, np.ndarray]], names, array_names) -> None:
+        """One evaluation: a row per member (flushed), and the probes' arrays."""
+        lines = []
+        for g, (group, m) in enumerate(zip(self.groups, host, strict=True)):
+            for i, (seed, hps) in enumerate(group.members):
+                row = {"step": step, "method": group.method.label, "group": g, "member": i}
+                row.update(seed=seed, **hps)
+                row.update({k: float(m[k][i]) for k in names[g] if k != "finite"})
+                lines.append(json.dumps(row) + "\n")
+        self.metrics.write("".join(lines))
+        self.metrics.flush()
+        arrays = {
+            f"{group.method.label}/{k}": np.asarray(m[k])
+            for group, m, keys in zip(self.groups, host, array_names, strict=True)
+            for k in keys
+        }
+        if arrays:
+            (self.dir / "analysis").mkdir(exist_ok=True)
+            np.savez(self.dir / "analysis" / f"step_{step:08d}.npz", **arrays)
+
+    def close(self, detector: Any) -> None:
+        """Close the files; with ``detector``, write ``grokking.json``."""
+        if self.metrics is not None:
+            self.metrics.close()
+        self.checkpointer.close()
+        if detector is None:
+            return
+        rows = [
+            {"method": g.method.label, "member": i, "seed": seed, **hps, **detector.member(gi, i)}
+            for gi, g in enumerate(self.groups)
+            for i, (seed, hps) in enumerate(g.members)
+        ]
+        write_atomic(self.dir / "grokking.json", json.dumps(rows, indent=1) + "\n")

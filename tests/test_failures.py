@@ -1,0 +1,210 @@
+"""Failures that name themselves and lose nothing: exit codes, damaged run folders,
+interrupts, values that must be refused, runaway losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from grokjax import cli
+from grokjax.train import (
+    ConfigError,
+    RunResult,
+    TrainingDiverged,
+    apply_overrides,
+    resolve,
+    run_experiment,
+)
+from grokjax.train.loop import _check_finite
+
+# A small MLP on (a + b) mod 11 (the orthograd_quick preset, shrunk): seconds per run.
+TINY = ["data.p=11", "model.hidden=[16, 16]", "batch_size=48", "eval_every=5"]
+TINY += ["stop_when_grokked=false"]
+
+
+def sets(*overrides: str) -> list[str]:
+    return [arg for item in (*TINY, *overrides) for arg in ("--set", item)]
+
+
+def run_cli(tmp_path: pathlib.Path, *overrides: str) -> tuple[int, pathlib.Path | None]:
+    argv = ["run", "orthograd_quick", *sets(*overrides), "--runs-dir", str(tmp_path)]
+    code = cli.main([*argv, "--no-progress"])
+    dirs = sorted(tmp_path.iterdir())
+    return code, dirs[-1] if dirs else None
+
+
+def rows(run_dir: pathlib.Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> pathlib.Path:
+    """A finished 20-step run with checkpoints at 10 and 20."""
+    root = tmp_path_factory.mktemp("finished")
+    code, run_dir = run_cli(root, "steps=20", "checkpoint_every=10")
+    assert code == 0
+    return run_dir
+
+
+def copy_of(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    import shutil
+
+    return pathlib.Path(shutil.copytree(run_dir, tmp_path / run_dir.name))
+
+
+# --- values that must be refused (exit 2, before anything is written) ---------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "methods.0.optimizer.0.learning_rate=inf",
+            "learning_rate = inf: optax.adamw needs a finite",
+        ),
+        ("data.train_fraction=nan", "data.train_fraction = nan: must be a finite number"),
+        ("data.train_fraction=0.001", "leaves neither split empty"),
+        ("data.op='x/y'", "data.p = 11"),  # 11 is prime: accepted, checked below with 12
+    ],
+)
+def test_non_finite_and_impossible_values_are_refused(override, message, tmp_path, capsys):
+    if override == "data.op='x/y'":
+        override = "data.p=12"
+        code, _ = run_cli(tmp_path, "data.op='x/y'", override)
+        message = "data.p = 12: must be a prime for op 'x/y'"
+    else:
+        code, _ = run_cli(tmp_path, override)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("lamb", ["-1.0", "nan"])
+def test_grokfast_lamb_must_be_finite_and_non_negative(lamb):
+    with pytest.raises(ConfigError, match=r"methods.1.optimizer.0.*lamb"):
+        apply_overrides(resolve("grokfast_quick"), [f"methods.1.optimizer.0.lamb={lamb}"])
+
+
+# --- divergence: exit 3, naming the member and its optimizer ------------------------
+
+
+def test_a_diverging_member_exits_3_naming_its_learning_rate(tmp_path, capsys):
+    code, run_dir = run_cli(tmp_path, "steps=20", "methods.0.optimizer.0.learning_rate=1e30")
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "adamw[member 0: seed 0]" in err and "learning_rate=1e+30" in err
+    assert (run_dir / "metrics.jsonl").exists() and (run_dir / "grokking.json").exists()
+
+
+def test_a_runaway_training_loss_stops_like_nan():
+    """The host check against a hand-made history: member 1's loss grows 2e4-fold."""
+    config = apply_overrides(resolve("orthograd_quick"), [*TINY, "methods.0.seeds=[0, 1]"])
+    result = run_experiment(apply_overrides(config, ["steps=5"]), progress=False, warn=False)
+    first = result.metric(0, "train_loss")[0]
+    host = [
+        {"train_loss": first * np.array([2.0, 2e4]), "finite": np.array([True, True])},
+        {"train_loss": first, "finite": np.array([True, True])},
+    ]
+    with pytest.raises(TrainingDiverged, match=r"adamw\[member 1: seed 1\]: training loss"):
+        _check_finite(result, host, 10)
+    relaxed = RunResult(apply_overrides(config, ["divergence_factor=0"]), result.groups)
+    relaxed.history = result.history
+    _check_finite(relaxed, host, 10)  # 0 turns the check off
+
+
+# --- damaged run folders: exit 4, naming the file -------------------------------------
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume_and_in_reports(finished, tmp_path, capsys):
+    run_dir = copy_of(finished, tmp_path)
+    path = run_dir / "metrics.jsonl"
+    before = rows(run_dir)
+    path.write_text(path.read_text() + '{"step": 25, "meth')  # a crash mid-write
+    assert cli.main(["report", str(run_dir)]) == 0
+    assert cli.main(["run", "--resume", str(run_dir), "--set", "steps=30", "--no-progress"]) == 0
+    assert "dropped 1 row(s) of metrics.jsonl written after it (the last one cut off)" in (
+        capsys.readouterr().err
+    )
+    after = rows(run_dir)
+    assert after[: len(before)] == before and max(r["step"] for r in after) == 30
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("config", "config.json is damaged (not valid JSON"),
+        ("metrics_middle", "metrics.jsonl:2 is damaged"),
+        ("metrics_missing", "metrics.jsonl is missing, but the checkpoint is at step 20"),
+        ("metrics_short", "metrics.jsonl ends at step 10, before the checkpoint at step 20"),
+    ],
+)
+def test_damaged_run_folders_exit_4_naming_the_file(finished, tmp_path, capsys, damage, message):
+    run_dir = copy_of(finished, tmp_path)
+    metrics = run_dir / "metrics.jsonl"
+    if damage == "config":
+        text = (run_dir / "config.json").read_text()
+        (run_dir / "config.json").write_text(text[: len(text) // 2])
+    elif damage == "metrics_middle":
+        lines = metrics.read_text().splitlines()
+        metrics.write_text("\n".join([lines[0], lines[1][:10], *lines[2:]]) + "\n")
+    elif damage == "metrics_missing":
+        metrics.unlink()
+    else:
+        metrics.write_text("".join(x + "\n" for x in metrics.read_text().splitlines()[:4]))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    assert cli.main(["run", "--resume", str(run_dir), "--set", "steps=30", "--no-progress"]) == 4
+    assert message in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    assert after == before  # nothing rewritten
+
+
+def test_resume_to_fewer_steps_than_trained_is_refused(finished, tmp_path, capsys):
+    run_dir = copy_of(finished, tmp_path)
+    config = (run_dir / "config.json").read_text()
+    assert cli.main(["run", "--resume", str(run_dir), "--set", "steps=10", "--no-progress"]) == 2
+    assert "already trained 20 steps; give steps >= 20" in capsys.readouterr().err
+    assert (run_dir / "config.json").read_text() == config
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.p = 1"):
+        cli.main(["run", "--set", "data.p=1", "--debug"])
+
+
+# --- interrupts: exit 130, a checkpoint, and a resume identical to no interrupt ------
+
+
+def test_sigint_saves_a_checkpoint_and_the_resume_equals_an_uninterrupted_run(tmp_path):
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "grokjax.cli", "run", "orthograd_quick", "--no-progress"]
+    argv += [*sets("steps=100000", "evals_per_sync=1"), "--runs-dir", str(runs)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # until training has written a few evaluations
+        found = list(runs.glob("*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    (run_dir,) = runs.iterdir()
+    assert f"grokjax run --resume {run_dir}" in err.decode()
+    stopped = max(r["step"] for r in rows(run_dir))
+    assert (run_dir / "checkpoints" / str(stopped)).is_dir()
+
+    total = stopped + 10
+    resumed = ["run", "--resume", str(run_dir), "--set", f"steps={total}", "--no-progress"]
+    assert cli.main(resumed) == 0
+    code, straight = run_cli(tmp_path / "straight", f"steps={total}", "evals_per_sync=1")
+    assert code == 0
+    assert rows(run_dir) == rows(straight)
