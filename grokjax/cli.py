@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint"
     )
+    run.add_argument(
+        "--from-step",
+        type=int,
+        metavar="STEP",
+        help="with --resume: continue from this checkpoint step instead of the latest",
+    )
     run.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs/)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -76,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     from grokjax.viz import write_report
 
+    if args.from_step is not None and not args.resume:
+        raise ConfigError("--from-step needs --resume RUN_DIR.")
     if args.resume:
         steps = None
         for item in args.overrides:
@@ -89,7 +97,11 @@ def _run(args: argparse.Namespace) -> int:
 
         _print_warnings(load_config(args.resume))
         result = resume_experiment(
-            args.resume, steps=steps, progress=not args.no_progress, warn=False
+            args.resume,
+            steps=steps,
+            progress=not args.no_progress,
+            warn=False,
+            from_step=args.from_step,
         )
     else:
         config = apply_overrides(resolve(args.config), args.overrides)

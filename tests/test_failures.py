@@ -49,7 +49,7 @@ def rows(run_dir: pathlib.Path) -> list[dict]:
 def finished(tmp_path_factory) -> pathlib.Path:
     """A finished 20-step run with checkpoints at 10 and 20."""
     root = tmp_path_factory.mktemp("finished")
-    code, run_dir = run_cli(root, "steps=20", "checkpoint_every=10")
+    code, run_dir = run_cli(root, "steps=20", "checkpoint_every=10", "evals_per_sync=1")
     assert code == 0
     return run_dir
 
@@ -208,3 +208,61 @@ def test_sigint_saves_a_checkpoint_and_the_resume_equals_an_uninterrupted_run(tm
     code, straight = run_cli(tmp_path / "straight", f"steps={total}", "evals_per_sync=1")
     assert code == 0
     assert rows(run_dir) == rows(straight)
+
+
+# --- checkpoints: kept log-spaced, checked by hash, resumable from an earlier step ----
+
+
+def test_checkpoints_keep_the_latest_and_one_per_octave(tmp_path):
+    import jax.numpy as jnp
+
+    from grokjax.train.checkpoint import RunCheckpointer
+
+    ckpt = RunCheckpointer(tmp_path / "ck")
+    for step in (5, 10, 15, 20, 25, 30, 35, 40, 60, 70, 130):
+        ckpt.save(step, {"w": jnp.arange(3.0) * step}, {"step": step})
+    ckpt.close()
+    # first of each octave [4,8) [8,16) [16,32) [32,64) [64,128) [128,256), latest three
+    assert RunCheckpointer(tmp_path / "ck").all_steps() == [5, 10, 20, 35, 60, 70, 130]
+
+
+def test_automatic_checkpoints_bound_the_loss_to_a_minute_or_a_tenth():
+    from grokjax.train.loop import _checkpoint_due
+
+    config = apply_overrides(resolve("orthograd_quick"), ["steps=1000"])
+    assert not _checkpoint_due(config, 500, 59.0)  # under a minute
+    assert not _checkpoint_due(config, 99, 600.0)  # under 10% of the run
+    assert _checkpoint_due(config, 100, 60.0)
+    every = apply_overrides(config, ["checkpoint_every=30"])
+    assert _checkpoint_due(every, 30, 0.0) and not _checkpoint_due(every, 29, 1e9)
+
+
+def _largest_file(folder: pathlib.Path) -> pathlib.Path:
+    return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["hash", "bytes"])
+def test_a_damaged_checkpoint_names_its_step_and_offers_the_previous(
+    finished, tmp_path, capsys, damage
+):
+    run_dir = copy_of(finished, tmp_path)
+    if damage == "hash":  # the arrays no longer match what was saved
+        path = run_dir / "checkpoints" / "sha256.json"
+        hashes = json.loads(path.read_text())
+        key = next(iter(hashes["20"]))
+        hashes["20"][key] = "0" * 64
+        path.write_text(json.dumps(hashes))
+    else:  # a flipped byte in the step's largest file
+        target = _largest_file(run_dir / "checkpoints" / "20")
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    argv = ["run", "--resume", str(run_dir), "--set", "steps=30", "--no-progress"]
+    assert cli.main(argv) == 4
+    err = capsys.readouterr().err
+    assert f"checkpoint {run_dir.resolve()}/checkpoints/20" in err
+    assert "--from-step 10" in err
+    # the offered step resumes, drops the rows after it and finishes
+    assert cli.main([*argv, "--from-step", "10"]) == 0
+    steps = [r["step"] for r in rows(run_dir)]
+    assert steps == sorted(steps) and max(steps) == 30 and len(steps) == len(set(steps)) * 2

@@ -68,6 +68,7 @@ class ExperimentConfig:
     train_threshold: float = 0.99
     val_threshold: float = 0.95
     stop_when_grokked: bool = True
+    # steps between checkpoints; 0: after a minute of training and 10% of the steps
     checkpoint_every: int = 0
     # stop a member whose training loss exceeds this × its first evaluation's (0: never)
     divergence_factor: float = 1e4

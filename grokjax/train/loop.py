@@ -114,13 +114,14 @@ def run_experiment(
     progress: bool = True,
     devices: list[Any] | None = None,
     warn: bool = True,
+    from_step: int | None = None,
 ) -> RunResult:
     """Train every member of every method of ``config``; see the module docstring.
 
     Args:
         config: the experiment.
         run_dir: where to write outputs; ``None`` writes nothing (no checkpoints).
-        resume: continue from the latest checkpoint in ``run_dir``.
+        resume: continue from the latest checkpoint in ``run_dir`` (or ``from_step``'s).
         progress: show a progress bar.
         devices: devices to lay members out on (default: all, when
             ``config.shard_members``; otherwise the first device only).
@@ -139,7 +140,7 @@ def run_experiment(
     for message in config.precision_warnings() if warn else []:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     with jax.enable_x64(True) if config.needs_x64 else contextlib.nullcontext():
-        return _run(config, run_dir, resume, progress, devices)
+        return _run(config, run_dir, resume, progress, devices, from_step)
 
 
 def _token_budget(config: ExperimentConfig, task, states) -> ExperimentConfig:
@@ -153,7 +154,7 @@ def _token_budget(config: ExperimentConfig, task, states) -> ExperimentConfig:
     return dataclasses.replace(config, steps=steps)
 
 
-def _run(config, run_dir, resume, progress, devices) -> RunResult:
+def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
     start_time = time.perf_counter()
     task, groups, states = init_groups(config)
     config = _token_budget(config, task, states)
@@ -197,7 +198,11 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
         files = RunFiles(run_dir, groups)
         resume_step = None
         if resume:
-            states, meta = files.checkpointer.restore(states)
+            try:
+                states, meta = files.checkpointer.restore(states, from_step)
+            except Exception:
+                files.close(None)
+                raise
             resume_step, start_eval = meta["step"], meta["step"] // interval
             if resume_step > config.steps:
                 files.close(None)
@@ -205,6 +210,7 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
                     f"steps = {config.steps}: this run has already trained {resume_step} "
                     f"steps; give steps >= {resume_step} to continue it."
                 )
+            files.checkpointer.delete_after(resume_step)
             detector.load_state_dict(meta["detector"])
         for row in files.open(config, resume_step):
             _replay_row(result, row)
@@ -213,6 +219,7 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
         files.checkpointer.save(step, states, {"step": step, "detector": detector.state_dict()})
 
     last_ckpt_step = step = start_eval * interval
+    last_ckpt_time = time.perf_counter()
     bar = tqdm(
         total=total_evals * interval,
         initial=step,
@@ -245,11 +252,16 @@ def _run(config, run_dir, resume, progress, devices) -> RunResult:
                 bar.update(step - bar.n)
                 bar.set_postfix_str(_postfix(result))
                 done = config.stop_when_grokked and detector.all_generalised()
-                every = config.checkpoint_every
                 final = done or last or stop.requested  # saved after the loop
-                if files is not None and every and step - last_ckpt_step >= every and not final:
+                if (
+                    files is not None
+                    and not final
+                    and _checkpoint_due(
+                        config, step - last_ckpt_step, time.perf_counter() - last_ckpt_time
+                    )
+                ):
                     checkpoint(step)
-                    last_ckpt_step = step
+                    last_ckpt_step, last_ckpt_time = step, time.perf_counter()
                 if done or stop.requested:
                     break
         if files is not None and (
@@ -275,8 +287,10 @@ def resume_experiment(
     progress: bool = True,
     devices: list[Any] | None = None,
     warn: bool = True,
+    from_step: int | None = None,
 ) -> RunResult:
-    """Continue the run in ``run_dir`` from its latest checkpoint, with its own config.
+    """Continue the run in ``run_dir`` from its latest checkpoint (or ``from_step``'s),
+    with its own config.
 
     ``steps`` extends (or shortens) the budget; it is the only thing a resume may
     change, and ``config.json`` records it.
@@ -285,7 +299,13 @@ def resume_experiment(
     if steps is not None:
         config = dataclasses.replace(config, steps=steps)
     return run_experiment(
-        config, run_dir=run_dir, resume=True, progress=progress, devices=devices, warn=warn
+        config,
+        run_dir=run_dir,
+        resume=True,
+        progress=progress,
+        devices=devices,
+        warn=warn,
+        from_step=from_step,
     )
 
 
@@ -300,6 +320,14 @@ def _replay_row(result: RunResult, row: dict[str, Any]) -> None:
     for k in result.history[g]:
         if k != "finite":
             result.history[g][k][-1][i] = row[k]
+
+
+def _checkpoint_due(config: ExperimentConfig, steps_since: int, seconds_since: float) -> bool:
+    """``checkpoint_every`` steps passed; with 0, a minute of training and 10% of the
+    run's steps have (an interrupt or crash then loses at most the larger of the two)."""
+    if config.checkpoint_every:
+        return steps_since >= config.checkpoint_every
+    return seconds_since >= 60 and steps_since >= 0.1 * config.steps
 
 
 def _postfix(result: RunResult) -> str:
