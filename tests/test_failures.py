@@ -266,3 +266,69 @@ def test_a_damaged_checkpoint_names_its_step_and_offers_the_previous(
     assert cli.main([*argv, "--from-step", "10"]) == 0
     steps = [r["step"] for r in rows(run_dir)]
     assert steps == sorted(steps) and max(steps) == 30 and len(steps) == len(set(steps)) * 2
+
+
+# --- damaged text shards: named, skippable, and on_error from the config ------------
+
+
+def _shards(root: pathlib.Path, damage: str) -> pathlib.Path:
+    from grokjax.data import write_shard
+
+    good = [{"text": f"document {i} " * 40} for i in range(200)]
+    write_shard(root / "train/chunk1/a.jsonl.zst", good[:100])
+    bad = write_shard(root / "train/chunk1/b.jsonl.zst", good[100:])
+    data = bad.read_bytes()
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "not_zstd":
+        bad.write_bytes(b"this is not zstd data" + data)
+    else:  # a line that is not UTF-8, in a plain shard
+        plain = root / "train/chunk1/c.jsonl"
+        plain.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n{"text": "after"}\n')
+        bad.unlink()
+        return plain
+    return bad
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated", "b.jsonl.zst: cut off inside a zstd frame"),
+        ("not_zstd", "b.jsonl.zst: not readable zstd data"),
+        ("utf8", "c.jsonl, line 2: not a JSON record with a string 'text'"),
+    ],
+)
+def test_damaged_shards_name_the_file_and_can_be_skipped(tmp_path, damage, message):
+    from grokjax.data import MalformedRecord, ShardReader
+
+    bad = _shards(tmp_path, damage)
+    with pytest.raises(MalformedRecord, match=message):
+        list(ShardReader(tmp_path))
+    reader = ShardReader(tmp_path, on_error="skip")
+    docs = list(reader)
+    assert reader.skipped == 1
+    if damage == "utf8":
+        assert docs.count("fine") == 1 and docs.count("after") == 1
+    else:  # every document of the good shard, none invented
+        assert sum(d.startswith("document") for d in docs) >= 100
+        assert all(d.startswith("document") for d in docs)
+    assert bad.exists()
+
+
+def test_on_error_is_a_data_setting(tmp_path, capsys):
+    _shards(tmp_path / "corpus", "truncated")
+    base = resolve("mamba_swelu")
+    overrides = [f"data.text_path='{tmp_path / 'corpus'}'", "steps=1", "data.seq_len=16"]
+    with pytest.raises(ConfigError, match=r"data.on_error = 'sometimes' is not allowed"):
+        apply_overrides(base, [*overrides, "data.on_error=sometimes"])
+    from grokjax.data.kinds import LMData
+
+    config = apply_overrides(base, [*overrides, "data.on_error=skip"])
+    assert isinstance(config.data, LMData) and config.data.on_error == "skip"
+    task, _ = config.data.build(config.batch_size, config.sampling, config.dtype, [0])
+    assert task.num_train > 0
+    strict = apply_overrides(base, overrides)
+    from grokjax.data import MalformedRecord
+
+    with pytest.raises(MalformedRecord, match="cut off inside a zstd frame"):
+        strict.data.build(config.batch_size, config.sampling, config.dtype, [0])

@@ -245,6 +245,7 @@ class LMData:
     vocab_dir: str = ""
     train_fraction: float = 0.5
     encoding: str = "tokens"
+    on_error: str = "raise"  # a shard directory's bad lines and damaged shards: or "skip"
     input_kind: ClassVar[str] = "stream"
 
     def validate(self, path: str = "data") -> None:
@@ -254,6 +255,7 @@ class LMData:
         check(f"{path}.val_windows", self.val_windows >= 1, ">= 1", self.val_windows)
         check(f"{path}.max_tokens", self.max_tokens >= 0, ">= 0 (0: all)", self.max_tokens)
         choice(f"{path}.tokenizer", self.tokenizer, ["bytes", "gpt2"])
+        choice(f"{path}.on_error", self.on_error, ["raise", "skip"])
 
     @property
     def num_classes(self) -> int:
@@ -270,6 +272,7 @@ class LMData:
             max_tokens=self.max_tokens,
             tokenizer=self.tokenizer,
             vocab_dir=self.vocab_dir,
+            on_error=self.on_error,
         )
         tokens = jnp.asarray(corpus.tokens_T)
         task = Task(

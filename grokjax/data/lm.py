@@ -34,12 +34,12 @@ class TokenCorpus(SplitSizes):
     vocab_size: int
 
 
-def _documents(text_path: str) -> list[str]:
+def _documents(text_path: str, on_error: str = "raise") -> list[str]:
     if not text_path:
         return [offline_text().decode("utf-8")]
     path = pathlib.Path(text_path)
     if path.is_dir():
-        return list(ShardReader(path, "train"))
+        return list(ShardReader(path, "train", on_error=on_error))
     return [offline_text(path).decode("utf-8", errors="replace")]
 
 
@@ -52,11 +52,13 @@ def token_corpus(
     max_tokens: int = 0,
     tokenizer: str = "bytes",
     vocab_dir: str = "",
+    on_error: str = "raise",
 ) -> TokenCorpus:
     """Tokenize ``text_path`` (see the module docstring) into a :class:`TokenCorpus`.
 
     ``max_tokens`` (> 0) keeps only the first tokens; ``tokenizer`` is ``"bytes"``
-    (vocabulary 257) or ``"gpt2"`` (tiktoken, vocabulary files in ``vocab_dir``).
+    (vocabulary 257) or ``"gpt2"`` (tiktoken, vocabulary files in ``vocab_dir``);
+    ``on_error`` is :class:`~grokjax.data.text.ShardReader`'s for a shard directory.
 
     >>> corpus = token_corpus(seq_len=16, max_tokens=5000, val_windows=4)
     >>> corpus.tokens_T.shape, corpus.vocab_size, corpus.num_val
@@ -66,7 +68,7 @@ def token_corpus(
         raise ValueError(f"tokenizer={tokenizer!r}: choose 'bytes' or 'gpt2'.")
     tok = ByteTokenizer() if tokenizer == "bytes" else gpt2_tokenizer(vocab_dir)
     ids: list[int] = []
-    for doc in _documents(text_path):
+    for doc in _documents(text_path, on_error):
         ids.extend(tok.encode(doc))
         ids.append(tok.eos_id)
         if max_tokens and len(ids) >= max_tokens:

@@ -19,7 +19,6 @@ Multi-process runs give each process every ``process_count``-th shard
 
 from __future__ import annotations
 
-import io
 import json
 import pathlib
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "ByteTokenizer",
+    "DamagedShard",
     "MalformedRecord",
     "PackedStream",
     "ShardReader",
@@ -43,6 +43,10 @@ _SUFFIXES = (".jsonl.zst", ".jsonl")
 
 class MalformedRecord(ValueError):
     """A shard line that is not a JSON record with a string ``"text"``."""
+
+
+class DamagedShard(MalformedRecord):
+    """A shard file that cannot be read to its end (cut off, or not zstd data)."""
 
 
 def find_shards(root: str | pathlib.Path, split: str = "train") -> list[pathlib.Path]:
@@ -59,16 +63,39 @@ def find_shards(root: str | pathlib.Path, split: str = "train") -> list[pathlib.
     return files
 
 
-def _open_lines(path: pathlib.Path) -> Iterator[str]:
-    if path.name.endswith(".zst"):
-        import zstandard
+def _zst_chunks(path: pathlib.Path) -> Iterator[bytes]:
+    """The decompressed bytes of every zstd frame of ``path``; a file that ends inside a
+    frame (a cut-off download or copy) or is not zstd data raises :class:`DamagedShard`."""
+    import zstandard
 
-        with path.open("rb") as raw:
-            reader = zstandard.ZstdDecompressor().stream_reader(raw)
-            yield from io.TextIOWrapper(reader, encoding="utf-8")
-    else:
-        with path.open(encoding="utf-8") as f:
+    dctx = zstandard.ZstdDecompressor()
+    frame = dctx.decompressobj()
+    with path.open("rb") as raw:
+        try:
+            while chunk := raw.read(1 << 16):
+                while chunk:
+                    if frame.eof:  # the next frame of a multi-frame file
+                        frame = dctx.decompressobj()
+                    yield frame.decompress(chunk)
+                    chunk = frame.unused_data if frame.eof else b""
+        except zstandard.ZstdError as err:
+            raise DamagedShard(f"{path}: not readable zstd data ({err}).") from None
+    if not frame.eof:
+        raise DamagedShard(f"{path}: cut off inside a zstd frame (the file is incomplete).")
+
+
+def _open_lines(path: pathlib.Path) -> Iterator[bytes]:
+    """The lines of a shard as bytes (decoded per line, so a bad byte names its line)."""
+    if not path.name.endswith(".zst"):
+        with path.open("rb") as f:
             yield from f
+        return
+    pending = b""
+    for chunk in _zst_chunks(path):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from (line + b"\n" for line in lines)
+    if pending:
+        yield pending
 
 
 def write_shard(path: str | pathlib.Path, records: Sequence[dict[str, Any]]) -> pathlib.Path:
@@ -89,10 +116,13 @@ class ShardReader:
 
     Document ``k`` comes from the next shard in turn that still has lines; lines whose
     ``meta.redpajama_set_name`` is in ``exclude_sets`` (or not in ``include_sets``, when
-    given) are passed over. A malformed line raises :class:`MalformedRecord` naming the
-    file and line (``on_error="raise"``) or is skipped and counted in ``skipped``
-    (``"skip"``). :meth:`state_dict` / :meth:`load_state_dict` save and restore the
-    position (lines consumed per shard and whose turn it is).
+    given) are passed over. A malformed line (not JSON, not UTF-8, no string ``text``)
+    raises :class:`MalformedRecord` naming the file and line (``on_error="raise"``) or
+    is skipped and counted in ``skipped`` (``"skip"``); so is a shard that cannot be
+    read to its end (:class:`DamagedShard`: cut off inside a zstd frame, or not zstd
+    data), whose remaining lines count as one skip. :meth:`state_dict` /
+    :meth:`load_state_dict` save and restore the position (lines consumed per shard and
+    whose turn it is).
 
     >>> import tempfile
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -164,14 +194,14 @@ class ShardReader:
             self._iters[i] = it
         return self._iters[i]
 
-    def _parse(self, i: int, line: str) -> str | None:
+    def _parse(self, i: int, line: bytes) -> str | None:
         where = f"{self.shards[i]}, line {self.consumed[i]}"
         try:
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))
             text = record["text"]
             if not isinstance(text, str):
                 raise TypeError("'text' is not a string")
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
             if self.on_error == "skip":
                 self.skipped += 1
                 return None
@@ -196,7 +226,13 @@ class ShardReader:
             if self._done[i]:
                 self.turn = (i + 1) % len(self.shards)
                 continue
-            line = next(self._lines(i), None)
+            try:
+                line = next(self._lines(i), None)
+            except DamagedShard:
+                if self.on_error == "raise":
+                    raise
+                self.skipped += 1  # the rest of a damaged shard counts as one skip
+                line = None
             if line is None:
                 self._done[i] = True
                 self.turn = (i + 1) % len(self.shards)
