@@ -142,10 +142,10 @@ def _timing(result) -> str:
 def _exit_code(err: BaseException) -> int | None:
     """The documented exit code of an expected failure (``None``: a bug, re-raised)."""
     from grokjax.data.text import MalformedRecord
-    from grokjax.errors import ConfigError, RunFolderError
+    from grokjax.errors import ConfigError, DataError, RunFolderError
     from grokjax.train import TrainingDiverged
 
-    if isinstance(err, (ConfigError, MalformedRecord, FileNotFoundError)):
+    if isinstance(err, (ConfigError, DataError, MalformedRecord, FileNotFoundError)):
         return 2
     if isinstance(err, TrainingDiverged):
         return 3

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ConfigError", "RunFolderError", "check", "choice"]
+__all__ = ["ConfigError", "DataError", "RunFolderError", "check", "choice"]
 
 
 class ConfigError(ValueError):
     """A config value or key is invalid; the message names it and what is allowed."""
+
+
+class DataError(ValueError):
+    """The data cannot serve the config (too little text for the windows asked for, …);
+    the message names the setting to change."""
 
 
 class RunFolderError(RuntimeError):

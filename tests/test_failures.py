@@ -332,3 +332,25 @@ def test_on_error_is_a_data_setting(tmp_path, capsys):
 
     with pytest.raises(MalformedRecord, match="cut off inside a zstd frame"):
         strict.data.build(config.batch_size, config.sampling, config.dtype, [0])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.text_path='{corpus}'"], "cut off inside a zstd frame"),
+        (["data.max_tokens=100"], "use more text (max_tokens=0)"),
+    ],
+)
+def test_data_that_cannot_serve_the_config_exits_2(tmp_path, capsys, overrides, message):
+    _shards(tmp_path / "corpus", "truncated")
+    items = [o.format(corpus=tmp_path / "corpus") for o in ["steps=1", *overrides]]
+    argv = ["run", "mamba_swelu", *[a for o in items for a in ("--set", o)]]
+    assert cli.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_non_finite_values_inside_a_record_table_are_refused():
+    override = "methods.2.optimizer.0.controller={high=nan}"
+    with pytest.raises(ConfigError, match=r"controller.high = nan: needs a finite number"):
+        apply_overrides(resolve("surge_collapse"), [override])

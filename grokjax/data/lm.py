@@ -19,6 +19,7 @@ import numpy as np
 from grokjax.data.split import SplitSizes
 from grokjax.data.synthetic import offline_text
 from grokjax.data.text import ByteTokenizer, ShardReader, gpt2_tokenizer
+from grokjax.errors import DataError
 
 __all__ = ["TokenCorpus", "token_corpus"]
 
@@ -78,7 +79,7 @@ def token_corpus(
     window = seq_len + 1
     val_span = len(tokens) - n_train
     if n_train < window + 1 or val_span < window * val_windows:
-        raise ValueError(
+        raise DataError(
             f"{len(tokens)} tokens split at train_fraction={train_fraction} leave {n_train} "
             f"training and {val_span} validation tokens: too few for windows of {window} "
             f"tokens and {val_windows} validation windows; use more text (max_tokens=0), a "

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grokjax.data.split import SplitSizes, random_split
+from grokjax.errors import DataError
 
 __all__ = [
     "ByteWindows",
@@ -166,7 +167,7 @@ def byte_windows(
     data = np.frombuffer(bytes(text), np.uint8)
     starts_available = data.size - context
     if not 2 <= num_samples <= starts_available:
-        raise ValueError(
+        raise DataError(
             f"num_samples={num_samples}: the text has {data.size} bytes, so at most "
             f"{max(starts_available, 0)} windows of {context}+1 bytes; lower num_samples or "
             "use a longer text."

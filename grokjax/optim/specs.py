@@ -196,6 +196,9 @@ class _Builder:
                     else list(record._fields)
                 )
                 unknown = [k for k in value if k not in fields]
+                for k, v in value.items():
+                    if isinstance(v, float) and not math.isfinite(v):
+                        raise ConfigError(f"optimizer.{path}.{k} = {v!r}: needs a finite number.")
                 if unknown:
                     raise ConfigError(
                         f"optimizer.{path}.{unknown[0]}: {record.__name__} has no field "
