@@ -144,12 +144,17 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume_and_in_reports(finished, 
         ("metrics_middle", "metrics.jsonl:2 is damaged"),
         ("metrics_missing", "metrics.jsonl is missing, but the checkpoint is at step 20"),
         ("metrics_short", "metrics.jsonl ends at step 10, before the checkpoint at step 20"),
+        ("checkpoint_meta", "checkpoints/20 cannot be read"),
     ],
 )
 def test_damaged_run_folders_exit_4_naming_the_file(finished, tmp_path, capsys, damage, message):
+    import shutil
+
     run_dir = copy_of(finished, tmp_path)
     metrics = run_dir / "metrics.jsonl"
-    if damage == "config":
+    if damage == "checkpoint_meta":  # the step's JSON record deleted
+        shutil.rmtree(run_dir / "checkpoints" / "20" / "meta")
+    elif damage == "config":
         text = (run_dir / "config.json").read_text()
         (run_dir / "config.json").write_text(text[: len(text) // 2])
     elif damage == "metrics_middle":
