@@ -359,3 +359,9 @@ def test_non_finite_values_inside_a_record_table_are_refused():
     override = "methods.2.optimizer.0.controller={high=nan}"
     with pytest.raises(ConfigError, match=r"controller.high = nan: needs a finite number"):
         apply_overrides(resolve("surge_collapse"), [override])
+
+
+def test_non_finite_probe_keywords_are_refused():
+    probe = "probes=[{probe='test_probes.squared_norm_and_val_margin', scale=inf}]"
+    with pytest.raises(ConfigError, match=r"probes.0.scale = inf: probe .* needs a finite"):
+        apply_overrides(resolve("orthograd_quick"), [probe])

@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -260,6 +261,9 @@ def resolve_probe(spec: Mapping[str, Any]) -> Callable[[ProbeContext], dict[str,
     if not callable(fn):
         raise ValueError(f"probe = {name!r}: {module_name} has no function {attr!r}.")
     kwargs = {k: v for k, v in spec.items() if k != "probe"}
+    for key, value in kwargs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key} = {value!r}: probe {name} needs a finite number.")
     params = list(inspect.signature(fn).parameters.values())
     if not params or params[0].kind not in (
         params[0].POSITIONAL_ONLY,
