@@ -196,23 +196,24 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
     if run_dir is not None:
         result.run_dir = run_dir = pathlib.Path(run_dir)
         files = RunFiles(run_dir, groups)
-        resume_step = None
-        if resume:
-            try:
+        try:  # a refused resume leaves the folder as it was
+            resume_step = None
+            if resume:
                 states, meta = files.checkpointer.restore(states, from_step)
-            except Exception:
-                files.close(None)
-                raise
-            resume_step, start_eval = meta["step"], meta["step"] // interval
-            if resume_step > config.steps:
-                files.close(None)
-                raise ConfigError(
-                    f"steps = {config.steps}: this run has already trained {resume_step} "
-                    f"steps; give steps >= {resume_step} to continue it."
-                )
-            files.checkpointer.delete_after(resume_step)
-            detector.load_state_dict(meta["detector"])
-        for row in files.open(config, resume_step):
+                resume_step, start_eval = meta["step"], meta["step"] // interval
+                if resume_step > config.steps:
+                    raise ConfigError(
+                        f"steps = {config.steps}: this run has already trained {resume_step} "
+                        f"steps; give steps >= {resume_step} to continue it."
+                    )
+                detector.load_state_dict(meta["detector"])
+            rows = files.open(config, resume_step)
+        except BaseException:
+            files.close(None)
+            raise
+        if resume_step is not None:
+            files.checkpointer.delete_after(resume_step)  # from an earlier step: abandoned
+        for row in rows:
             _replay_row(result, row)
 
     def checkpoint(step: int) -> None:
