@@ -7,8 +7,9 @@
 - ``grokjax report RUN_DIR``: redraw the figures and rewrite ``report.md``.
 
 Exit codes: 0 done; 2 bad input (config, data, arguments); 3 training diverged; 4 a
-damaged run folder or checkpoint; 130 interrupted (Ctrl-C or SIGTERM: the run saves a
-checkpoint and prints the command that resumes it). ``--debug`` shows the traceback.
+damaged run folder or checkpoint, or a file that cannot be written; 130 interrupted
+(Ctrl-C or SIGTERM: the run saves a checkpoint and prints the command that resumes
+it). ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def _exit_code(err: BaseException) -> int | None:
         return 2
     if isinstance(err, TrainingDiverged):
         return 3
-    if isinstance(err, RunFolderError):
+    if isinstance(err, (RunFolderError, OSError)):  # OSError: disk full, permissions, …
         return 4
     if isinstance(err, KeyboardInterrupt):
         return 130

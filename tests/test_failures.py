@@ -135,6 +135,8 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume_and_in_reports(finished, 
     )
     after = rows(run_dir)
     assert after[: len(before)] == before and max(r["step"] for r in after) == 30
+    keys = [(r["step"], r["group"], r["member"]) for r in after]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)  # no step twice
 
 
 @pytest.mark.parametrize(
@@ -145,6 +147,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume_and_in_reports(finished, 
         ("metrics_missing", "metrics.jsonl is missing, but the checkpoint is at step 20"),
         ("metrics_short", "metrics.jsonl ends at step 10, before the checkpoint at step 20"),
         ("checkpoint_meta", "checkpoints/20 cannot be read"),
+        ("metrics_penultimate", "metrics.jsonl:8 is damaged"),
     ],
 )
 def test_damaged_run_folders_exit_4_naming_the_file(finished, tmp_path, capsys, damage, message):
@@ -160,23 +163,40 @@ def test_damaged_run_folders_exit_4_naming_the_file(finished, tmp_path, capsys, 
     elif damage == "metrics_middle":
         lines = metrics.read_text().splitlines()
         metrics.write_text("\n".join([lines[0], lines[1][:10], *lines[2:]]) + "\n")
+    elif damage == "metrics_penultimate":  # a damaged whole line, then a torn one
+        lines = metrics.read_text().splitlines()
+        metrics.write_text("\n".join([*lines[:-1], lines[-1][:10], '{"step": 2']))
     elif damage == "metrics_missing":
         metrics.unlink()
     else:
         metrics.write_text("".join(x + "\n" for x in metrics.read_text().splitlines()[:4]))
-    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    before = _snapshot(run_dir)
     assert cli.main(["run", "--resume", str(run_dir), "--set", "steps=30", "--no-progress"]) == 4
     assert message in capsys.readouterr().err
-    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    assert after == before  # nothing rewritten
+    assert _snapshot(run_dir) == before  # nothing rewritten, no checkpoint deleted
+
+
+def _snapshot(folder: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_new_run_into_a_folder_holding_a_run_is_refused(finished, tmp_path):
+    from grokjax.errors import RunFolderError
+
+    run_dir = copy_of(finished, tmp_path)
+    before = _snapshot(run_dir)
+    config = apply_overrides(resolve("orthograd_quick"), [*TINY, "steps=5"])
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        run_experiment(config, run_dir=run_dir, progress=False, warn=False)
+    assert _snapshot(run_dir) == before
 
 
 def test_resume_to_fewer_steps_than_trained_is_refused(finished, tmp_path, capsys):
     run_dir = copy_of(finished, tmp_path)
-    config = (run_dir / "config.json").read_text()
+    before = _snapshot(run_dir)
     assert cli.main(["run", "--resume", str(run_dir), "--set", "steps=10", "--no-progress"]) == 2
     assert "already trained 20 steps; give steps >= 20" in capsys.readouterr().err
-    assert (run_dir / "config.json").read_text() == config
+    assert _snapshot(run_dir) == before
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -242,10 +262,6 @@ def test_automatic_checkpoints_bound_the_loss_to_a_minute_or_a_tenth():
     assert _checkpoint_due(every, 30, 0.0) and not _checkpoint_due(every, 29, 1e9)
 
 
-def _largest_file(folder: pathlib.Path) -> pathlib.Path:
-    return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-
-
 @pytest.mark.parametrize("damage", ["hash", "bytes"])
 def test_a_damaged_checkpoint_names_its_step_and_offers_the_previous(
     finished, tmp_path, capsys, damage
@@ -257,11 +273,11 @@ def test_a_damaged_checkpoint_names_its_step_and_offers_the_previous(
         key = next(iter(hashes["20"]))
         hashes["20"][key] = "0" * 64
         path.write_text(json.dumps(hashes))
-    else:  # a flipped byte in the step's largest file
-        target = _largest_file(run_dir / "checkpoints" / "20")
-        data = bytearray(target.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        target.write_bytes(bytes(data))
+    else:  # a flipped byte in every array data file of the step
+        for target in (run_dir / "checkpoints" / "20" / "state").glob("ocdbt.process_*/d/*"):
+            data = bytearray(target.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            target.write_bytes(bytes(data))
     argv = ["run", "--resume", str(run_dir), "--set", "steps=30", "--no-progress"]
     assert cli.main(argv) == 4
     err = capsys.readouterr().err

@@ -104,9 +104,14 @@ class RunCheckpointer:
     def delete_after(self, step: int) -> None:
         """Delete the checkpoints after ``step`` (a resume from an earlier step
         abandons them)."""
-        for later in self.all_steps():
-            if later > step:
-                self._manager.delete(later)
+        later = [s for s in self.all_steps() if s > step]
+        for s in reversed(later):  # newest first: an interruption leaves a prefix
+            self._manager.delete(s)
+        if later:
+            hashes = {s: h for s, h in self._hashes().items() if int(s) <= step}
+            tmp = self._hash_path.with_name(".sha256.json.tmp")
+            tmp.write_text(json.dumps(hashes) + "\n")
+            os.replace(tmp, self._hash_path)
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restore the states (shaped, typed and sharded like ``template``) and meta of
@@ -120,8 +125,9 @@ class RunCheckpointer:
             )
         earlier = [s for s in steps if s < step]
         offer = (
-            f" Resume from an earlier step with `grokjax run --resume RUN_DIR --from-step "
-            f"{earlier[-1]}` (saved: {earlier})."
+            f" If its files are damaged, resume from an earlier step with `grokjax run "
+            f"--resume RUN_DIR --from-step {earlier[-1]}` (saved: {earlier}; the later "
+            "checkpoints and metrics are then dropped)."
             if earlier
             else " No earlier checkpoint is left: start the experiment again."
         )
@@ -136,9 +142,9 @@ class RunCheckpointer:
                 ),
             )
         except Exception as err:  # orbax raises several types for unreadable data
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
             raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} cannot be read "
-                f"({type(err).__name__}).{offer}"
+                f"checkpoint {self.directory / str(step)} cannot be read ({reason}).{offer}"
             ) from err
         saved = self._hashes().get(str(step))
         if saved is not None:

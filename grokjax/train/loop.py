@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import pathlib
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -61,7 +61,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class _StopOnSignal:
     """The first SIGINT or SIGTERM asks the loop to stop at its next sync (a dispatched
-    interval's input state is donated, so it must finish); a second one exits at once."""
+    interval's input state is donated, so it must finish); a second one exits at once.
+    Signals the process ignores (a background job's SIGINT) stay ignored."""
 
     def __init__(self) -> None:
         self.requested, self.previous = False, {}
@@ -69,22 +70,24 @@ class _StopOnSignal:
     def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print(
-            "\ngrokjax: stopping after the intervals already dispatched, then saving a "
-            "checkpoint (press Ctrl-C again to exit at once, without one)",
-            file=sys.stderr,
+        # os.write: print() may be in use by the progress bar when the signal lands
+        os.write(
+            2,
+            b"\ngrokjax: stopping after the intervals already dispatched, then saving a "
+            b"checkpoint (press Ctrl-C again to exit at once, without one)\n",
         )
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 @dataclass
@@ -197,7 +200,7 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
         result.run_dir = run_dir = pathlib.Path(run_dir)
         files = RunFiles(run_dir, groups)
         try:  # a refused resume leaves the folder as it was
-            resume_step = None
+            resume_step, kept = None, []
             if resume:
                 states, meta = files.checkpointer.restore(states, from_step)
                 resume_step, start_eval = meta["step"], meta["step"] // interval
@@ -207,14 +210,14 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
                         f"steps; give steps >= {resume_step} to continue it."
                     )
                 detector.load_state_dict(meta["detector"])
-            rows = files.open(config, resume_step)
+                kept = files.kept_rows(resume_step)
+                files.checkpointer.delete_after(resume_step)  # from an earlier step
+            files.start(config, resume_step, kept)
+            for row in kept:
+                _replay_row(result, row)
         except BaseException:
             files.close(None)
             raise
-        if resume_step is not None:
-            files.checkpointer.delete_after(resume_step)  # from an earlier step: abandoned
-        for row in rows:
-            _replay_row(result, row)
 
     def checkpoint(step: int) -> None:
         files.checkpointer.save(step, states, {"step": step, "detector": detector.state_dict()})
@@ -230,51 +233,56 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
         dynamic_ncols=True,
     )
     pending: list[tuple[int, Any]] = []
+    done = last = False
+    stop = _StopOnSignal()  # active until the files are closed
+    stop.__enter__()
     try:
-        with _StopOnSignal() as stop:
-            for e in range(start_eval, total_evals):
-                states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32))
-                pending.append(((e + 1) * interval, metrics))
-                last = e == total_evals - 1
-                if len(pending) < config.evals_per_sync and not (last or stop.requested):
-                    continue
-                for step, host in zip(
-                    (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
-                ):
-                    _check_finite(result, host, step)
-                    result.steps.append(step)
-                    for g, m in enumerate(host):
-                        for k in names[g]:
-                            result.history[g][k].append(np.asarray(m[k]))
-                    detector.update(step, host)
-                    if files is not None:
-                        files.write(step, host, names, array_names)
-                pending.clear()
-                bar.update(step - bar.n)
-                bar.set_postfix_str(_postfix(result))
-                done = config.stop_when_grokked and detector.all_generalised()
-                final = done or last or stop.requested  # saved after the loop
-                if (
-                    files is not None
-                    and not final
-                    and _checkpoint_due(
-                        config, step - last_ckpt_step, time.perf_counter() - last_ckpt_time
-                    )
-                ):
-                    checkpoint(step)
-                    last_ckpt_step, last_ckpt_time = step, time.perf_counter()
-                if done or stop.requested:
-                    break
+        for e in range(start_eval, total_evals):
+            states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32))
+            pending.append(((e + 1) * interval, metrics))
+            last = e == total_evals - 1
+            if len(pending) < config.evals_per_sync and not (last or stop.requested):
+                continue
+            for step, host in zip(
+                (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
+            ):
+                _check_finite(result, host, step, math.log(task.num_classes))
+                result.steps.append(step)
+                for g, m in enumerate(host):
+                    for k in names[g]:
+                        result.history[g][k].append(np.asarray(m[k]))
+                detector.update(step, host)
+                if files is not None:
+                    files.write(step, host, names, array_names)
+            pending.clear()
+            bar.update(step - bar.n)
+            bar.set_postfix_str(_postfix(result))
+            done = config.stop_when_grokked and detector.all_generalised()
+            final = done or last or stop.requested  # saved after the loop
+            if (
+                files is not None
+                and not final
+                and _checkpoint_due(
+                    config, step - last_ckpt_step, time.perf_counter() - last_ckpt_time
+                )
+            ):
+                checkpoint(step)
+                last_ckpt_step, last_ckpt_time = step, time.perf_counter()
+            if done or stop.requested:
+                break
         if files is not None and (
             step > last_ckpt_step or files.checkpointer.latest_step() is None
         ):
             checkpoint(step)
-        if stop.requested:
+        if stop.requested and not (done or last):
             raise TrainingInterrupted(run_dir, step)
     finally:
         bar.close()
-        if files is not None:
-            files.close(detector)
+        try:
+            if files is not None:
+                files.close(detector)
+        finally:
+            stop.__exit__()
     result.seconds = time.perf_counter() - start_time
     result.compilations = jitted._cache_size()
     result.final_states = states
@@ -339,13 +347,15 @@ def _postfix(result: RunResult) -> str:
     )
 
 
-def _check_finite(result: RunResult, host_metrics, step: int) -> None:
+def _check_finite(result: RunResult, host_metrics, step: int, floor: float = 1.0) -> None:
     """Stop on a member whose loss or parameters are NaN/Inf, or whose training loss
-    exceeds ``divergence_factor`` × its first evaluation's."""
+    exceeds ``divergence_factor`` × its first evaluation's (at least ``floor``, the loss
+    of a uniform guess, so a first loss near 0 does not make every later blip a stop)."""
     factor = result.config.divergence_factor
     for g, (group, m) in enumerate(zip(result.groups, host_metrics, strict=True)):
         first = result.history[g]["train_loss"]
         first = np.asarray(first[0] if first else m["train_loss"])
+        first = np.maximum(np.nan_to_num(first, nan=floor), floor)
         exploded = factor * first < np.asarray(m["train_loss"]) if factor else False
         bad = np.flatnonzero(~np.asarray(m["finite"], bool) | exploded)
         if not bad.size:

@@ -58,7 +58,7 @@ def read_metrics(path: pathlib.Path) -> tuple[list[dict[str, Any]], bool]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
-            if number < len(lines) - 1:  # not the last line: not a torn write
+            if number < len(lines):  # ends in a newline: written whole, so damaged
                 raise RunFolderError(
                     f"{path}:{number} is damaged ({err}); remove that line to continue."
                 ) from None
@@ -99,40 +99,61 @@ class RunFiles:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpointer = RunCheckpointer(run_dir / "checkpoints")
 
-    def open(self, config: ExperimentConfig, resume_step: int | None) -> list[dict[str, Any]]:
-        """Start writing: ``config.json`` (a resume may have changed ``steps``). A
-        resumed run keeps the rows up to ``resume_step`` (its checkpoint) and returns
-        them; what it drops is reported on stderr. Metrics that are missing or end
-        before the checkpoint are refused: continuing would lose them."""
-        path, rows = self.dir / "metrics.jsonl", []
-        if resume_step is not None:
-            if not path.exists():
+    def kept_rows(self, resume_step: int) -> list[dict[str, Any]]:
+        """The rows a resume from ``resume_step`` (its checkpoint) keeps; writes nothing.
+        Metrics that are missing or end before the checkpoint are refused: continuing
+        would lose them."""
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            raise RunFolderError(
+                f"{path} is missing, but the checkpoint is at step {resume_step}: "
+                "resuming would lose the metrics before it. Restore the file, or start "
+                "the experiment again."
+            )
+        rows, torn = read_metrics(path)
+        last = max((row["step"] for row in rows), default=0)
+        if last < resume_step:
+            raise RunFolderError(
+                f"{path} ends at step {last}, before the checkpoint at step {resume_step}: "
+                "resuming would leave a gap. Restore the file, resume from a step <= "
+                f"{last} with --from-step, or start the experiment again."
+            )
+        kept = [row for row in rows if row["step"] <= resume_step]
+        dropped = len(rows) - len(kept) + torn
+        if dropped:
+            cut = " (the last one cut off)" if torn else ""
+            print(
+                f"grokjax: resuming from step {resume_step}: dropped {dropped} row(s) of "
+                f"{path.name} written after it{cut}",
+                file=sys.stderr,
+            )
+        return kept
+
+    def start(
+        self,
+        config: ExperimentConfig,
+        resume_step: int | None = None,
+        kept: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Start writing: ``config.json`` (a resume may have changed ``steps``) and, for
+        a resume, the kept rows; probe arrays after ``resume_step`` are removed. A new
+        run claims ``metrics.jsonl`` (a folder that already holds a run is refused)."""
+        path = self.dir / "metrics.jsonl"
+        if resume_step is None:
+            try:
+                self.metrics = path.open("x")
+            except FileExistsError:
                 raise RunFolderError(
-                    f"{path} is missing, but the checkpoint is at step {resume_step}: "
-                    "resuming would lose the metrics before it. Restore the file, or start "
-                    "the experiment again."
-                )
-            rows, torn = read_metrics(path)
-            last = max((row["step"] for row in rows), default=0)
-            if last < resume_step:
-                raise RunFolderError(
-                    f"{path} ends at step {last}, before the checkpoint at step "
-                    f"{resume_step}: resuming would leave a gap. Restore the file, or start "
-                    "the experiment again."
-                )
-            kept = [row for row in rows if row["step"] <= resume_step]
-            dropped = len(rows) - len(kept) + torn
-            if dropped:
-                print(
-                    f"grokjax: resuming from step {resume_step}: dropped {dropped} row(s) of "
-                    f"{path.name} written after it" + (" (the last one cut off)" if torn else ""),
-                    file=sys.stderr,
-                )
-            write_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
-            rows = kept
+                    f"{self.dir} already holds a run ({path.name}): resume it, or write the "
+                    "new run to another folder."
+                ) from None
+        else:
+            for npz in (self.dir / "analysis").glob("step_*.npz"):
+                if int(npz.stem.removeprefix("step_")) > resume_step:
+                    npz.unlink()  # from the abandoned steps
+            write_atomic(path, "".join(json.dumps(row) + "\n" for row in kept or []))
+            self.metrics = path.open("a")
         write_atomic(self.dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
-        self.metrics = path.open("a")
-        return rows
 
     def write(self, step: int, host: list[dict[str, np.ndarray]], names, array_names) -> None:
         """One evaluation: a row per member (flushed), and the probes' arrays."""
@@ -155,15 +176,18 @@ class RunFiles:
             np.savez(self.dir / "analysis" / f"step_{step:08d}.npz", **arrays)
 
     def close(self, detector: Any) -> None:
-        """Close the files; with ``detector``, write ``grokking.json``."""
-        if self.metrics is not None:
-            self.metrics.close()
-        self.checkpointer.close()
-        if detector is None:
-            return
-        rows = [
-            {"method": g.method.label, "member": i, "seed": seed, **hps, **detector.member(gi, i)}
-            for gi, g in enumerate(self.groups)
-            for i, (seed, hps) in enumerate(g.members)
-        ]
-        write_atomic(self.dir / "grokking.json", json.dumps(rows, indent=1) + "\n")
+        """With ``detector``, write ``grokking.json``; then close the files (waiting
+        for a checkpoint in flight)."""
+        try:
+            if detector is not None:
+                rows = [
+                    {"method": g.method.label, "member": i, "seed": seed, **hps}
+                    | detector.member(gi, i)
+                    for gi, g in enumerate(self.groups)
+                    for i, (seed, hps) in enumerate(g.members)
+                ]
+                write_atomic(self.dir / "grokking.json", json.dumps(rows, indent=1) + "\n")
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+            self.checkpointer.close()
