@@ -148,6 +148,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume_and_in_reports(finished, 
         ("metrics_short", "metrics.jsonl ends at step 10, before the checkpoint at step 20"),
         ("checkpoint_meta", "checkpoints/20 cannot be read"),
         ("metrics_penultimate", "metrics.jsonl:8 is damaged"),
+        ("metrics_member_missing", "has 1 of the 2 members' rows at step 20"),
     ],
 )
 def test_damaged_run_folders_exit_4_naming_the_file(finished, tmp_path, capsys, damage, message):
@@ -166,6 +167,9 @@ def test_damaged_run_folders_exit_4_naming_the_file(finished, tmp_path, capsys, 
     elif damage == "metrics_penultimate":  # a damaged whole line, then a torn one
         lines = metrics.read_text().splitlines()
         metrics.write_text("\n".join([*lines[:-1], lines[-1][:10], '{"step": 2']))
+    elif damage == "metrics_member_missing":  # the checkpoint's step lacks a member's row
+        lines = metrics.read_text().splitlines()
+        metrics.write_text("".join(x + "\n" for x in lines[:-1]))
     elif damage == "metrics_missing":
         metrics.unlink()
     else:
@@ -348,6 +352,7 @@ def test_on_error_is_a_data_setting(tmp_path, capsys):
     assert isinstance(config.data, LMData) and config.data.on_error == "skip"
     task, _ = config.data.build(config.batch_size, config.sampling, config.dtype, [0])
     assert task.num_train > 0
+    assert "skipped 1 malformed line(s) or damaged shard(s)" in capsys.readouterr().err
     strict = apply_overrides(base, overrides)
     from grokjax.data import MalformedRecord
 

@@ -12,6 +12,7 @@ window of ``seq_len + 1`` tokens gives inputs ``w[:-1]`` and next-token targets 
 from __future__ import annotations
 
 import pathlib
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,15 @@ def _documents(text_path: str, on_error: str = "raise") -> list[str]:
         return [offline_text().decode("utf-8")]
     path = pathlib.Path(text_path)
     if path.is_dir():
-        return list(ShardReader(path, "train", on_error=on_error))
+        reader = ShardReader(path, "train", on_error=on_error)
+        documents = list(reader)
+        if reader.skipped:
+            print(
+                f"grokjax: {path}: skipped {reader.skipped} malformed line(s) or damaged "
+                "shard(s) (on_error = 'skip')",
+                file=sys.stderr,
+            )
+        return documents
     return [offline_text(path).decode("utf-8", errors="replace")]
 
 

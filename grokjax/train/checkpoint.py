@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import pathlib
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,7 +147,14 @@ class RunCheckpointer:
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} cannot be read ({reason}).{offer}"
             ) from err
-        saved = self._hashes().get(str(step))
+        hashes = self._hashes()
+        saved = hashes.get(str(step))
+        if saved is None and hashes:
+            print(
+                f"grokjax: checkpoint {self.directory / str(step)} has no recorded hashes "
+                "(its save was interrupted?): restored without the check",
+                file=sys.stderr,
+            )
         if saved is not None:
             got = array_hashes(restored["state"])
             bad = sorted(k for k in saved if got.get(k) != saved[k])

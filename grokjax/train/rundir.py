@@ -30,7 +30,10 @@ __all__ = ["RunFiles", "load_config", "new_run_dir", "read_json", "read_metrics"
 def write_atomic(path: pathlib.Path, text: str) -> None:
     """Replace ``path``'s contents with ``text`` in one rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename makes it the file
     os.replace(tmp, path)
 
 
@@ -119,6 +122,14 @@ class RunFiles:
                 f"{last} with --from-step, or start the experiment again."
             )
         kept = [row for row in rows if row["step"] <= resume_step]
+        members = sum(len(g.members) for g in self.groups)
+        at_step = {(row["group"], row["member"]) for row in kept if row["step"] == resume_step}
+        if len(at_step) < members:
+            raise RunFolderError(
+                f"{path} has {len(at_step)} of the {members} members' rows at step "
+                f"{resume_step}, the checkpoint's: resume from an earlier checkpoint with "
+                "--from-step, or restore the file."
+            )
         dropped = len(rows) - len(kept) + torn
         if dropped:
             cut = " (the last one cut off)" if torn else ""
@@ -166,6 +177,7 @@ class RunFiles:
                 lines.append(json.dumps(row) + "\n")
         self.metrics.write("".join(lines))
         self.metrics.flush()
+        os.fsync(self.metrics.fileno())  # a row written is a row kept, even on power loss
         arrays = {
             f"{group.method.label}/{k}": np.asarray(m[k])
             for group, m, keys in zip(self.groups, host, array_names, strict=True)
