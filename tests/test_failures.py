@@ -245,7 +245,7 @@ def test_sigint_saves_a_checkpoint_and_the_resume_equals_an_uninterrupted_run(tm
 def test_checkpoints_keep_the_latest_and_one_per_octave(tmp_path):
     import jax.numpy as jnp
 
-    from grokjax.train.checkpoint import RunCheckpointer
+    from grokjax.runs import RunCheckpointer
 
     ckpt = RunCheckpointer(tmp_path / "ck")
     for step in (5, 10, 15, 20, 25, 30, 35, 40, 60, 70, 130):
@@ -256,14 +256,13 @@ def test_checkpoints_keep_the_latest_and_one_per_octave(tmp_path):
 
 
 def test_automatic_checkpoints_bound_the_loss_to_a_minute_or_a_tenth():
-    from grokjax.train.loop import _checkpoint_due
+    from grokjax.runs import checkpoint_due
 
-    config = apply_overrides(resolve("orthograd_quick"), ["steps=1000"])
-    assert not _checkpoint_due(config, 500, 59.0)  # under a minute
-    assert not _checkpoint_due(config, 99, 600.0)  # under 10% of the run
-    assert _checkpoint_due(config, 100, 60.0)
-    every = apply_overrides(config, ["checkpoint_every=30"])
-    assert _checkpoint_due(every, 30, 0.0) and not _checkpoint_due(every, 29, 1e9)
+    assert not checkpoint_due(0, 1000, 500, 59.0)  # under a minute
+    assert not checkpoint_due(0, 1000, 99, 600.0)  # under 10% of the run
+    assert checkpoint_due(0, 1000, 100, 60.0)
+    assert checkpoint_due(30, 1000, 30, 0.0) and not checkpoint_due(30, 1000, 29, 1e9)
+    assert resolve("grokfast_modmul").checkpoint_every == 0  # the main job: automatic
 
 
 @pytest.mark.parametrize("damage", ["hash", "bytes"])
@@ -278,7 +277,7 @@ def test_a_damaged_checkpoint_names_its_step_and_offers_the_previous(
         hashes["20"][key] = "0" * 64
         path.write_text(json.dumps(hashes))
     else:  # a flipped byte in every array data file of the step
-        for target in (run_dir / "checkpoints" / "20" / "state").glob("ocdbt.process_*/d/*"):
+        for target in (run_dir / "checkpoints" / "20" / "state").glob("**/d/*"):
             data = bytearray(target.read_bytes())
             data[len(data) // 2] ^= 0xFF
             target.write_bytes(bytes(data))

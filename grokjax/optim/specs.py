@@ -51,7 +51,7 @@ import optax
 
 from grokjax.errors import ConfigError
 
-__all__ = ["Optimizer", "keyed_transforms", "resolve_callable", "walk_specs"]
+__all__ = ["Optimizer", "describe", "keyed_transforms", "resolve_callable", "walk_specs"]
 
 NAMESPACES = ("grokjax", "optax", "optax.contrib")
 
@@ -320,3 +320,24 @@ class Optimizer:
     def transforms(self) -> list[tuple[str, Mapping[str, Any]]]:
         """``(path, spec)`` of every transform, inner chains included."""
         return list(walk_specs(self.specs))
+
+
+def describe(specs: Sequence[Any]) -> str:
+    """A spec list in one line, for messages.
+
+    >>> describe([{"transform": "optax.adam", "learning_rate": 1e-3}])
+    'optax.adam(learning_rate=0.001)'
+    """
+
+    def text(value):
+        if isinstance(value, dict):
+            head = value.get("transform", value.get("schedule"))
+            args = ", ".join(
+                f"{k}={text(v)}" for k, v in value.items() if k not in ("transform", "schedule")
+            )
+            return f"{head}({args})" if head else f"{{{args}}}"
+        if isinstance(value, (list, tuple)):
+            return "[" + " → ".join(text(v) for v in value) + "]"
+        return f"{value:g}" if isinstance(value, float) else repr(value)
+
+    return " → ".join(text(spec) for spec in specs)

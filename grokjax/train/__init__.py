@@ -2,11 +2,18 @@
 
 from grokjax.errors import ConfigError
 from grokjax.optim.specs import Optimizer, resolve_callable
-from grokjax.train.checkpoint import CheckpointError, RunCheckpointer
+from grokjax.runs import CheckpointError, RunCheckpointer, new_run_dir
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
 from grokjax.train.experiments import DEFAULT, available, resolve
-from grokjax.train.loading import apply_overrides, from_dict, load_toml, select_methods, to_dict
+from grokjax.train.loading import (
+    apply_overrides,
+    from_dict,
+    load_config,
+    load_toml,
+    select_methods,
+    to_dict,
+)
 from grokjax.train.loop import (
     RunResult,
     TrainingDiverged,
@@ -15,7 +22,6 @@ from grokjax.train.loop import (
     run_experiment,
 )
 from grokjax.train.method import MethodConfig
-from grokjax.train.rundir import load_config, new_run_dir
 
 __all__ = [
     "DEFAULT",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pathlib
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,10 +20,11 @@ from grokjax.data.kinds import DATA_KINDS
 from grokjax.errors import ConfigError
 from grokjax.errors import choice as _choice
 from grokjax.nn.kinds import MODEL_KINDS
+from grokjax.runs.files import read_json
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.method import MethodConfig
 
-__all__ = ["apply_overrides", "from_dict", "load_toml", "select_methods", "to_dict"]
+__all__ = ["apply_overrides", "from_dict", "load_config", "load_toml", "select_methods", "to_dict"]
 
 
 def to_dict(config: Any) -> Any:
@@ -230,3 +232,17 @@ def select_methods(config: ExperimentConfig, labels: Sequence[str]) -> Experimen
     return from_dict(
         ExperimentConfig, {**to_dict(config), "methods": [to_dict(m) for m in methods]}
     )
+
+
+def load_config(run_dir: str | pathlib.Path) -> ExperimentConfig:
+    """The config a run was written with (``config.json``)."""
+    path = pathlib.Path(run_dir) / "config.json"
+    data = read_json(path)
+    if any(isinstance(m.get("optimizer"), dict) for m in data.get("methods", [])):
+        raise ConfigError(
+            f"{path} was written by an older grokjax (an optimizer given as one table, "
+            "before optimizers became lists of transforms): this version cannot resume it. "
+            "Its metrics.jsonl and report stay readable (`grokjax report`); to continue, "
+            "start the experiment again."
+        )
+    return from_dict(ExperimentConfig, data)

@@ -6,7 +6,7 @@ the host reads metrics back every ``evals_per_sync`` intervals, to update the
 progress bar, write ``metrics.jsonl``, detect grokking, stop early, stop on NaN and
 save checkpoints. Python never runs per step.
 
-What a run writes is in :mod:`grokjax.train.rundir`.
+What a run writes is in :mod:`grokjax.runs`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from grokjax.errors import ConfigError
+from grokjax.optim.specs import describe
+from grokjax.runs import RunFiles, checkpoint_due
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
+from grokjax.train.loading import load_config, to_dict
 from grokjax.train.mesh import group_shardings, member_mesh, place
-from grokjax.train.rundir import RunFiles, load_config
 from grokjax.train.state import Group, init_groups
 from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis
 
@@ -212,7 +214,7 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
                 detector.load_state_dict(meta["detector"])
                 kept = files.kept_rows(resume_step)
                 files.checkpointer.delete_after(resume_step)  # from an earlier step
-            files.start(config, resume_step, kept)
+            files.start(to_dict(config), resume_step, kept)
             for row in kept:
                 _replay_row(result, row)
         except BaseException:
@@ -262,8 +264,11 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
             if (
                 files is not None
                 and not final
-                and _checkpoint_due(
-                    config, step - last_ckpt_step, time.perf_counter() - last_ckpt_time
+                and checkpoint_due(
+                    config.checkpoint_every,
+                    config.steps,
+                    step - last_ckpt_step,
+                    time.perf_counter() - last_ckpt_time,
                 )
             ):
                 checkpoint(step)
@@ -331,14 +336,6 @@ def _replay_row(result: RunResult, row: dict[str, Any]) -> None:
             result.history[g][k][-1][i] = row[k]
 
 
-def _checkpoint_due(config: ExperimentConfig, steps_since: int, seconds_since: float) -> bool:
-    """``checkpoint_every`` steps passed; with 0, a minute of training and 10% of the
-    run's steps have (an interrupt or crash then loses at most the larger of the two)."""
-    if config.checkpoint_every:
-        return steps_since >= config.checkpoint_every
-    return seconds_since >= 60 and steps_since >= 0.1 * config.steps
-
-
 def _postfix(result: RunResult) -> str:
     return " | ".join(
         f"{group.method.label} val {np.median(result.history[g]['val_acc'][-1]):.2f} "
@@ -375,23 +372,6 @@ def _check_finite(result: RunResult, host_metrics, step: int, floor: float = 1.0
         )
         raise TrainingDiverged(
             f"{group.member_name(i)}: {what} in the evaluation interval ending at step "
-            f"{step}.{kept} Its optimizer: {_spec_text(group.method.optimizer)}. Lower the "
+            f"{step}.{kept} Its optimizer: {describe(group.method.optimizer)}. Lower the "
             "learning rate or the filter's lamb, or check the data."
         )
-
-
-def _spec_text(specs) -> str:
-    """``optax.adam(learning_rate=0.001, …) → …``: an optimizer list in one line."""
-
-    def text(value):
-        if isinstance(value, dict):
-            head = value.get("transform", value.get("schedule"))
-            args = ", ".join(
-                f"{k}={text(v)}" for k, v in value.items() if k not in ("transform", "schedule")
-            )
-            return f"{head}({args})" if head else f"{{{args}}}"
-        if isinstance(value, (list, tuple)):
-            return "[" + " → ".join(text(v) for v in value) + "]"
-        return f"{value:g}" if isinstance(value, float) else repr(value)
-
-    return " → ".join(text(spec) for spec in specs)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grokjax.errors import RunFolderError
+from grokjax.runs import read_json, read_metrics
 
 __all__ = ["MethodCurves", "RunRecord", "load_run"]
 
@@ -43,8 +44,6 @@ def _first_steps(steps: np.ndarray, acc_SM: np.ndarray, threshold: float) -> lis
 
 def load_run(run_dir: str | pathlib.Path) -> RunRecord:
     """Load ``config.json``, ``metrics.jsonl`` and ``grokking.json`` of a run."""
-    from grokjax.train.rundir import read_json, read_metrics
-
     run_dir = pathlib.Path(run_dir)
     config = read_json(run_dir / "config.json")
     if not (run_dir / "metrics.jsonl").exists():

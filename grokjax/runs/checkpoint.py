@@ -29,7 +29,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 from grokjax.errors import RunFolderError
 
-__all__ = ["CheckpointError", "RunCheckpointer", "array_hashes"]
+__all__ = ["CheckpointError", "RunCheckpointer", "array_hashes", "checkpoint_due"]
 
 
 class CheckpointError(RunFolderError):
@@ -49,6 +49,19 @@ class _FirstPerOctave(policies.PreservationPolicy):
             seen.add(octave)
         order = {id(c): i for i, c in enumerate(sorted(checkpoints, key=lambda c: c.step))}
         return [keep[order[id(c)]] for c in checkpoints]
+
+
+def checkpoint_due(every: int, total_steps: int, steps_since: int, seconds_since: float) -> bool:
+    """Whether to checkpoint now: ``every`` steps passed or, with ``every = 0``, a minute
+    of training and 10% of the run's ``total_steps`` have (an interrupt or crash then
+    loses at most the larger of the two).
+
+    >>> checkpoint_due(0, 1000, 100, 60.0), checkpoint_due(0, 1000, 99, 600.0)
+    (True, False)
+    """
+    if every:
+        return steps_since >= every
+    return seconds_since >= 60 and steps_since >= 0.1 * total_steps
 
 
 def array_hashes(tree: Any) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """A run directory on disk: its files, written so that a crash or an interrupt loses
-nothing already written, and read back with damage named.
+nothing already written, and read back with damage named (the trainer writes it, the
+figures and reports read it).
 
 ``runs/<name>_<YYYYmmdd_HHMMSS>/`` holds ``config.json``, ``metrics.jsonl`` (one row per
 evaluation per member, flushed per evaluation), ``grokking.json``, ``checkpoints/``
@@ -19,12 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from grokjax.errors import ConfigError, RunFolderError
-from grokjax.train.checkpoint import RunCheckpointer
-from grokjax.train.config import ExperimentConfig
-from grokjax.train.loading import from_dict, to_dict
+from grokjax.errors import RunFolderError
+from grokjax.runs.checkpoint import RunCheckpointer
 
-__all__ = ["RunFiles", "load_config", "new_run_dir", "read_json", "read_metrics", "write_atomic"]
+__all__ = ["RunFiles", "new_run_dir", "read_json", "read_metrics", "write_atomic"]
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
@@ -69,7 +68,8 @@ def read_metrics(path: pathlib.Path) -> tuple[list[dict[str, Any]], bool]:
     return rows, torn
 
 
-def new_run_dir(config: ExperimentConfig, root: str | pathlib.Path = "runs") -> pathlib.Path:
+def new_run_dir(config: Any, root: str | pathlib.Path = "runs") -> pathlib.Path:
+    """``root/<config.name>_<YYYYmmdd_HHMMSS>`` (with a suffix if it exists)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
     run_dir = pathlib.Path(root) / f"{config.name}_{stamp}"
     suffix = 1
@@ -77,20 +77,6 @@ def new_run_dir(config: ExperimentConfig, root: str | pathlib.Path = "runs") -> 
         run_dir = pathlib.Path(root) / f"{config.name}_{stamp}_{suffix}"
         suffix += 1
     return run_dir
-
-
-def load_config(run_dir: str | pathlib.Path) -> ExperimentConfig:
-    """The config a run was written with (``config.json``)."""
-    path = pathlib.Path(run_dir) / "config.json"
-    data = read_json(path)
-    if any(isinstance(m.get("optimizer"), dict) for m in data.get("methods", [])):
-        raise ConfigError(
-            f"{path} was written by an older grokjax (an optimizer given as one table, "
-            "before optimizers became lists of transforms): this version cannot resume it. "
-            "Its metrics.jsonl and report stay readable (`grokjax report`); to continue, "
-            "start the experiment again."
-        )
-    return from_dict(ExperimentConfig, data)
 
 
 class RunFiles:
@@ -142,11 +128,12 @@ class RunFiles:
 
     def start(
         self,
-        config: ExperimentConfig,
+        config: dict[str, Any],
         resume_step: int | None = None,
         kept: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Start writing: ``config.json`` (a resume may have changed ``steps``) and, for
+        """Start writing: ``config.json`` (``config`` as a JSON-ready dict; a resume may
+        have changed ``steps``) and, for
         a resume, the kept rows; probe arrays after ``resume_step`` are removed. A new
         run claims ``metrics.jsonl`` (a folder that already holds a run is refused)."""
         path = self.dir / "metrics.jsonl"
@@ -164,7 +151,7 @@ class RunFiles:
                     npz.unlink()  # from the abandoned steps
             write_atomic(path, "".join(json.dumps(row) + "\n" for row in kept or []))
             self.metrics = path.open("a")
-        write_atomic(self.dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
+        write_atomic(self.dir / "config.json", json.dumps(config, indent=1) + "\n")
 
     def write(self, step: int, host: list[dict[str, np.ndarray]], names, array_names) -> None:
         """One evaluation: a row per member (flushed), and the probes' arrays."""
