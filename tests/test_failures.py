@@ -385,3 +385,17 @@ def test_non_finite_probe_keywords_are_refused():
     probe = "probes=[{probe='test_probes.squared_norm_and_val_margin', scale=inf}]"
     with pytest.raises(ConfigError, match=r"probes.0.scale = inf: probe .* needs a finite"):
         apply_overrides(resolve("orthograd_quick"), [probe])
+
+
+def test_the_first_signal_asks_to_stop_and_a_second_exits_at_once():
+    from grokjax.train.loop import _StopOnSignal
+
+    before = signal.getsignal(signal.SIGINT)
+    with _StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs between bytecodes
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is before  # restored
