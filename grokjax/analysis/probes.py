@@ -23,7 +23,9 @@ keeps only what some probe asks for:
 - ``ctx.step_means``: interval means of the steps' statistics: ``train_loss`` and
   ``train_acc`` always, and with ``track_entropy`` the :data:`ENTROPY_MEANS`;
 - ``ctx.last_grads`` and ``ctx.last_updates`` (``reads("last_step")``): the gradient
-  and the optimizer's update of the interval's last step.
+  and the optimizer's update of the interval's last step;
+- ``ctx.init_params`` (``reads("init_params")``): the member's initial parameters,
+  which the run then carries in its state (and checkpoints).
 
 References:
   Prieto et al. 2025, "Grokking at the Edge of Numerical Stability" (the
@@ -84,6 +86,17 @@ class ProbeContext:
       last_grads: the last training step's gradient (a probe that :func:`reads`
         ``"last_step"``; else ``None``).
       last_updates: that step's update, as added to the parameters (likewise).
+      task: the :class:`~grokjax.data.task.Task`: the whole table (``task.inputs_N``,
+        ``task.labels_N``, on the device), ``task.num_classes`` and ``task.facts``
+        (what the data kind says of its rows, e.g. a modular table's ``op`` and ``p``).
+      train_idx: the member's training rows of the table; ``val_idx``: its validation
+        rows.
+      intermediates_fn: ``(params, x) -> (logits, sites)``, the model's forward pass
+        over whole sequences with its internal activations by site name (see
+        :mod:`grokjax.nn.kinds`); ``None`` for a model kind without one.
+      init_params: the member's parameters at step 0 (a probe that :func:`reads`
+        ``"init_params"``; else ``None``).
+      step: the global step of the evaluation (a scalar int32 array).
     """
 
     params: Any
@@ -97,11 +110,18 @@ class ProbeContext:
     step_means: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
     last_grads: Any = None
     last_updates: Any = None
+    task: Any = None
+    train_idx: jax.Array | None = None
+    val_idx: jax.Array | None = None
+    intermediates_fn: Callable[[Any, jax.Array], tuple[jax.Array, dict]] | None = None
+    init_params: Any = None
+    step: jax.Array | None = None
 
 
 def reads(*aggregates: str) -> Callable[[Callable], Callable]:
-    """Declare the training-step aggregates a probe reads: ``"last_step"`` (gradient
-    and update of the interval's last step) and/or names of ``ctx.step_means``.
+    """Declare what a probe reads beyond the member's state: ``"last_step"`` (gradient
+    and update of the interval's last step), ``"init_params"`` (the initial
+    parameters) and/or names of ``ctx.step_means``.
 
     >>> @reads("last_step")
     ... def grad_norm(ctx):
@@ -125,6 +145,11 @@ def probe_reads(probe: Callable) -> frozenset[str]:
 def uses_last_step(probes: Any) -> bool:
     """Whether any of ``probes`` reads the last step's gradients and updates."""
     return any("last_step" in probe_reads(p) for p in probes)
+
+
+def uses_init_params(probes: Any) -> bool:
+    """Whether any of ``probes`` reads the initial parameters."""
+    return any("init_params" in probe_reads(p) for p in probes)
 
 
 def leaf_names(params: Any) -> list[str]:

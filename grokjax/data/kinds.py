@@ -9,6 +9,7 @@ A new data set is a new kind in :data:`DATA_KINDS`; the trainer does not change.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,7 +47,13 @@ def _fraction(path: str, value: float, rows: int | None = None) -> None:
 class ModularData:
     """The table of ``x op y mod p`` (Power et al. 2022) for ``y ≥ y_min``, as
     ``encoding`` ``"tokens"`` (x, op, y, =), ``"tokens_no_op"`` or ``"onehot"``
-    (one-hot x ⊕ one-hot y). Each member's seed splits its own way."""
+    (one-hot x ⊕ one-hot y). Each member's seed splits its own way.
+
+    ``curriculum``: stages ``[[end_epoch, threshold], …]`` of seed 003's curriculum;
+    a row's difficulty is mean(x, y)/(p − 1), and before ``end_epoch`` only rows with
+    difficulty ≤ ``threshold`` enter the loss (:meth:`Task.admitted
+    <grokjax.data.task.Task.admitted>`); seed 003's is ``[[1000, 0.3], [5000, 0.6]]``.
+    Evaluation and probes always see every row."""
 
     kind: str = "modular"
     op: str = "x*y"
@@ -54,6 +61,7 @@ class ModularData:
     train_fraction: float = 0.5
     y_min: int = 0
     encoding: str = "tokens"
+    curriculum: tuple[tuple[int, float], ...] = ()
 
     def validate(self, path: str = "data") -> None:
         from grokjax.data import modular
@@ -72,6 +80,15 @@ class ModularData:
         y_start = max(self.y_min, 1) if self.op == "x/y" else self.y_min
         _fraction(path, self.train_fraction, self.p * (self.p - y_start))
         choice(f"{path}.encoding", self.encoding, ["tokens", "tokens_no_op", "onehot"])
+        ends = [end for end, _ in self.curriculum]
+        check(
+            f"{path}.curriculum",
+            all(e > 0 for e in ends) and ends == sorted(set(ends)),
+            "stages [end_epoch, threshold] with increasing positive end epochs",
+            self.curriculum,
+        )
+        for i, (_, threshold) in enumerate(self.curriculum):
+            check(f"{path}.curriculum.{i}", 0 < threshold <= 1, "a threshold in (0, 1]", threshold)
 
     @property
     def input_kind(self) -> str:
@@ -88,7 +105,7 @@ class ModularData:
             return modular_arithmetic(self.op, self.p, self.train_fraction, seed, y_min=self.y_min)
 
         if self.encoding == "onehot":  # onehot(x) ⊕ onehot(y) as the ids (x, y)
-            return table_task(
+            task, splits = table_task(
                 make,
                 seeds,
                 self.encoding,
@@ -99,7 +116,22 @@ class ModularData:
                 onehot_vocab=self.p,
                 inputs=lambda t: np.stack([t.x_N, t.y_N], axis=1),
             )
-        return table_task(make, seeds, self.encoding, self.p, batch_size, sampling, dtype)
+        else:
+            task, splits = table_task(
+                make, seeds, self.encoding, self.p, batch_size, sampling, dtype
+            )
+        table = next(iter(splits.values()))
+        facts = {"op": self.op, "p": self.p, "encoding": self.encoding}
+        # the table's rows in row-major (x, y) order: the full p × p table when y starts at 0
+        facts["full_table"] = int(table.y_N.min()) == 0
+        difficulty = (table.x_N + table.y_N) / (2.0 * max(self.p - 1, 1))
+        task = dataclasses.replace(
+            task,
+            facts=facts,
+            difficulty_N=jnp.asarray(difficulty, jnp.float32) if self.curriculum else None,
+            curriculum=tuple((int(e), float(t)) for e, t in self.curriculum),
+        )
+        return task, splits
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ data only through it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import jax
@@ -56,6 +56,13 @@ class Task:
     onehot_vocab: int = 0
     dtype: str = "float32"  # the model's input dtype for vector inputs
     window: int = 0  # > 0: a token stream; row i is the window inputs_N[i : i + window + 1]
+    # what the data kind states about its rows, for probes (e.g. a modular table's op, p)
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    # A curriculum: each row's difficulty in [0, 1], and stages ((end_epoch, threshold),
+    # …) in increasing end_epoch; before end_epoch only rows with difficulty ≤ threshold
+    # are admitted to the loss, after the last stage every row is.
+    difficulty_N: jax.Array | None = None
+    curriculum: tuple[tuple[int, float], ...] = ()
 
     def rows(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Model inputs and labels of rows ``idx``: table rows, or for a token stream the
@@ -114,6 +121,24 @@ class Task:
     #   padded tail is masked out of loss and accuracy.
     # - "iid": every batch is batch_size rows drawn with replacement.
 
+    def admitted(self, rows: jax.Array, epoch: jax.Array) -> jax.Array:
+        """Float mask of ``rows`` the curriculum admits in ``epoch`` (all ones without
+        one): ``difficulty ≤ threshold(epoch)``, the threshold of the first stage whose
+        end epoch is after ``epoch``, 1 after the last.
+
+        >>> task = Task(jnp.zeros((3, 1), jnp.int32), jnp.zeros(3, jnp.int32), 3, 0, 2, 2,
+        ...             1, 3, "epoch", difficulty_N=jnp.array([0.0, 0.5, 1.0]),
+        ...             curriculum=((10, 0.3), (20, 0.6)))
+        >>> [task.admitted(jnp.arange(3), jnp.asarray(e)).tolist() for e in (0, 10, 20)]
+        [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+        """
+        if not self.curriculum:
+            return jnp.ones(rows.shape, jnp.float32)
+        ends = jnp.asarray([end for end, _ in self.curriculum])
+        thresholds = jnp.asarray([t for _, t in self.curriculum] + [1.0], jnp.float32)
+        threshold = thresholds[jnp.sum(epoch >= ends)]
+        return (self.difficulty_N[rows] <= threshold).astype(jnp.float32)
+
     def epochs_spanned(self, interval: int) -> int:
         """Most epochs that ``interval`` consecutive steps can touch, wherever they start."""
         return -(-(interval - 1) // self.steps_per_epoch) + 1
@@ -136,18 +161,19 @@ class Task:
         perms: jax.Array | None = None,
         first_epoch: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        """Rows of the table for ``step`` and a float mask of the real (non-padding) ones.
+        """Rows of the table for ``step`` and a float mask of the real (non-padding) ones
+        that the curriculum admits (:meth:`admitted`).
 
         For ``sampling="epoch"``, ``perms``/``first_epoch`` (from
         :meth:`epoch_permutations`) reuse shuffles computed once per interval instead of
         once per step; the rows are the same either way.
         """
         b, n = self.batch_size, self.num_train
-        if self.sampling == "iid":
-            local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
-            return train_idx[local], jnp.ones((b,), jnp.float32)
         spe = self.steps_per_epoch
         epoch, pos = step // spe, step % spe
+        if self.sampling == "iid":
+            local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
+            return train_idx[local], self.admitted(train_idx[local], epoch)
         if perms is None:
             perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
         else:
@@ -155,7 +181,8 @@ class Task:
         perm = jnp.pad(perm, (0, spe * b - n))
         local = lax.dynamic_slice(perm, (pos * b,), (b,))
         mask = (pos * b + jnp.arange(b)) < n
-        return train_idx[local], mask.astype(jnp.float32)
+        rows = train_idx[local]
+        return rows, mask.astype(jnp.float32) * self.admitted(rows, epoch)
 
 
 def table_task(

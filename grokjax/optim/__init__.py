@@ -1,4 +1,5 @@
-"""optax GradientTransformations for grokking research: Grokfast, ⊥Grad, Surge-Collapse."""
+"""optax GradientTransformations for grokking research: Grokfast, ⊥Grad, Surge-Collapse,
+and the schedules optax lacks."""
 
 from typing import Any
 
@@ -12,6 +13,7 @@ from grokjax.optim.grokfast import (
 )
 from grokjax.optim.orthograd import OrthogradState, ortho_adamw, ortho_sgd, orthograd
 from grokjax.optim.precision import with_state_dtype
+from grokjax.optim.schedules import cyclic_schedule, weight_decay_ramp
 from grokjax.optim.surge_collapse import (
     EntropyControllerConfig,
     EntropyControllerState,
@@ -63,6 +65,7 @@ __all__ = [
     "SurgeCollapseState",
     "collapse",
     "collapse_mask",
+    "cyclic_schedule",
     "entropy_controller_init",
     "entropy_controller_step",
     "grokfast_ema",
@@ -75,6 +78,7 @@ __all__ = [
     "surge_collapse",
     "surge_collapse_events",
     "surge_collapse_input_noise",
+    "weight_decay_ramp",
     "with_state_dtype",
     "zero_fraction",
 ]

@@ -189,7 +189,7 @@ class ExperimentConfig:
     def probe_functions(self) -> list[Any]:
         """The configured probes, resolved and bound to their keyword arguments."""
         out = []
-        available = {"last_step", "train_loss", "train_acc"}
+        available = {"last_step", "init_params", "train_loss", "train_acc"}
         available |= set(ENTROPY_MEANS) if self.track_entropy else set()
         for i, spec in enumerate(self.probes):
             try:

@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 import grokjax as gj
+from grokjax.analysis.probes import uses_init_params
 from grokjax.data.task import Task
 from grokjax.optim import has_state
 from grokjax.train.config import ExperimentConfig
@@ -40,6 +41,7 @@ class GroupState(NamedTuple):
     train_idx: jax.Array  # (M, num_train) int32 rows of the table
     val_idx: jax.Array  # (M, num_val) int32
     input_noise: jax.Array  # (M,) float32 σ of the Gaussian noise added to batch inputs
+    init_params: Any = None  # the parameters at step 0, kept when a probe reads them
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Group:
     loss: tuple[str, str] = ("softmax", "float32")  # (normalizer, dtype of the losses)
     # (params, inputs_B…) -> (logits_BC, hidden_BH): the MLP's last hidden layer
     features_fn: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]] | None = None
+    # (params, inputs_B…) -> (logits, {site: activation}): the model's internal activations
+    intermediates_fn: Callable[[Any, jax.Array], tuple[jax.Array, dict]] | None = None
     noisy: bool = False  # some member adds input noise (or may pump it)
     dropout: bool = False  # training steps pass logits_fn a dropout_key
 
@@ -135,12 +139,14 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
             [jax.vmap(lambda s, i=i: optimizer_key(s, i))(seeds) for i in range(opt.num_keys)]
         )
     initial = init_all(rows_per_group, values_per_group, keys_per_group)
+    keep_init = uses_init_params(config.probe_functions())
     groups, states = [], []
     for method, model, opt, group_members, (params, opt_state) in zip(
         config.methods, models, optimizers, members, initial, strict=True
     ):
         graphdef = graphdefs[model]
         features = model.features_fn(graphdef) if config.track_entropy else None
+        intermediates = getattr(model, "intermediates_fn", None)
         seeds = [seed for seed, _ in group_members]
         # the update reads swept values from the state: the first member's build serves all
         tx = opt({p: group_members[0][1][f"optimizer.{p}"] for p in opt.swept})
@@ -153,6 +159,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 model.logits_fn(graphdef),
                 config.method_loss(method),
                 features,
+                intermediates(graphdef) if intermediates else None,
                 noisy=has_state(opt_state, gj.optim.INPUT_NOISE_STATES)
                 or any(method.member_input_noise(h) > 0 for _, h in group_members),
                 dropout=model.dropout > 0,
@@ -170,6 +177,8 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 input_noise=jnp.asarray(
                     [method.member_input_noise(h) for _, h in group_members], jnp.float32
                 ),
+                # a copy: the state is donated, and a buffer cannot be donated twice
+                init_params=jax.tree.map(jnp.copy, params) if keep_init else None,
             )
         )
     return task, groups, states

@@ -65,6 +65,7 @@ def metric_names(
         member,
         means,
         last,
+        jax.ShapeDtypeStruct((), jnp.int32),
     )
     scalars = tuple(k for k, v in evaluated.items() if not v.shape)
     arrays = tuple(k for k, v in evaluated.items() if v.shape)
@@ -75,13 +76,14 @@ def _mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Mean accumulated in at least float32 (per-example values may be float16).
 
     ``weights`` weigh the leading (batch) axis; trailing axes (a sequence's positions)
-    are averaged within each example.
+    are averaged within each example. A batch with no weight (a curriculum that admits
+    none of its rows) has mean 0, so its gradient is 0.
     """
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     if weights is None:
         return jnp.mean(x)
     x = jnp.mean(x.reshape((*x.shape[: weights.ndim], -1)), axis=-1)
-    return jnp.sum(x * weights) / jnp.sum(weights)
+    return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def _member_grads(
@@ -204,6 +206,7 @@ def member_probe_context(
     state: GroupState,
     step_means: Mapping[str, jax.Array] | None = None,
     last_step: tuple[Any, Any] | None = None,
+    step: jax.Array | None = None,
 ) -> ProbeContext:
     """One member's :class:`~grokjax.analysis.probes.ProbeContext` at an evaluation."""
     grads, updates = last_step if last_step is not None else (None, None)
@@ -219,6 +222,12 @@ def member_probe_context(
         step_means=dict(step_means or {}),
         last_grads=grads,
         last_updates=updates,
+        task=task,
+        train_idx=state.train_idx,
+        val_idx=state.val_idx,
+        intermediates_fn=group.intermediates_fn,
+        init_params=state.init_params,
+        step=step,
     )
 
 
@@ -229,8 +238,9 @@ def _member_eval(
     state: GroupState,
     step_means: Mapping[str, jax.Array] | None = None,
     last_step: tuple[Any, Any] | None = None,
+    step: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    ctx = member_probe_context(group, task, state, step_means, last_step)
+    ctx = member_probe_context(group, task, state, step_means, last_step, step)
     x, y = ctx.val
     logits = group.logits_fn(state.params, x)
     val_loss = _mean(task.losses(logits, y, *group.loss))
@@ -338,7 +348,7 @@ def make_interval_fn(
                     act_entropy_norm=s[:, 4] / s[:, 2],
                     target_entropy=s[:, 5] / interval,
                 )
-            ev = eval_fn(st, means, ls)
+            ev = eval_fn(st, means, ls, start_step + interval)
             metrics.append(
                 {"train_loss": means["train_loss"], "train_acc": means["train_acc"], **ev}
             )
