@@ -1,7 +1,9 @@
-"""Model modules: the Grokfast decoder, a plain MLP, rotary position embeddings and the
-learnable-shape activations SWELU and swish_k, and Mamba blocks and language model."""
+"""Model modules: the Grokfast decoder, the TransformerLens-style transformer of Nanda et
+al., a plain MLP, rotary position embeddings and the learnable-shape activations SWELU
+and swish_k, and Mamba blocks and language model."""
 
 from grokjax.nn.activations import SWELU, ActivationShape, SwishK, swelu, swish_k
+from grokjax.nn.hooked import HookedTransformer
 from grokjax.nn.mamba import MambaBlock, MambaLM, RMSNorm
 from grokjax.nn.mlp import MLP
 from grokjax.nn.rope import apply_rope, rope_frequencies
@@ -12,6 +14,7 @@ __all__ = [
     "SWELU",
     "ActivationShape",
     "Decoder",
+    "HookedTransformer",
     "MambaBlock",
     "MambaLM",
     "RMSNorm",

@@ -4,6 +4,25 @@ Each kind validates itself, says which inputs it reads (``input_kinds``: token
 sequences, vectors or a token stream), builds its Flax NNX module for a
 :class:`~grokjax.data.kinds.Task`, and gives the pure ``logits_fn(params, x)`` the
 trainer differentiates. A new model is a new kind in :data:`MODEL_KINDS`.
+
+**Internal activations.** A kind that can also gives ``intermediates_fn(graphdef)``:
+``fn(params, x) -> (logits, sites)``, the evaluation-mode forward pass over whole
+sequences (every position, not only the answer's) with ``sites`` a flat dict of the
+model's internal activations by site name (read with ``nnx.capture``; traceable, so a
+probe may call it under ``jit``, ``vmap`` or ``lax.map``). The site names:
+
+- transformers (``decoder``, ``hooked``), logits ``(B, T, V)``:
+  ``"embedding"`` (tokens + positions, the first block's input, ``(B, T, D)``);
+  for each block ``i = 0 … depth−1``: ``"block{i}/attention"`` (attention
+  probabilities, ``(B, H, T, T)``), ``"block{i}/attention_output"`` (what attention
+  adds, ``(B, T, D)``), ``"block{i}/mlp_hidden"`` (the MLP's activation,
+  ``(B, T, F)``), ``"block{i}/residual"`` (the block's output, ``(B, T, D)``); and
+  ``"final"`` (the unembedding's or head's input, after any final LayerNorm,
+  ``(B, T, D)``).
+- ``mlp``, logits ``(B, C)``: ``"hidden{i}"`` (hidden layer ``i``'s activation, after
+  the nonlinearity, ``(B, n_i)``) for ``i = 0 … len(hidden)−1``.
+
+:data:`TRANSFORMER_SITES` and :data:`MLP_SITES` hold these patterns.
 """
 
 from __future__ import annotations
@@ -18,7 +37,34 @@ from flax import nnx
 
 from grokjax.errors import check, choice
 
-__all__ = ["MODEL_KINDS", "DecoderModel", "MLPModel", "MambaModel"]
+__all__ = [
+    "MLP_SITES",
+    "MODEL_KINDS",
+    "TRANSFORMER_SITES",
+    "DecoderModel",
+    "HookedModel",
+    "MLPModel",
+    "MambaModel",
+]
+
+#: Site names of a transformer's ``intermediates_fn`` (``{i}``: block index).
+TRANSFORMER_SITES = (
+    "embedding",
+    "block{i}/attention",
+    "block{i}/attention_output",
+    "block{i}/mlp_hidden",
+    "block{i}/residual",
+    "final",
+)
+#: Site names of an MLP's ``intermediates_fn`` (``{i}``: hidden layer index).
+MLP_SITES = ("hidden{i}",)
+# block site → the name the block sows it under
+_BLOCK_SOWN = {
+    "attention": "attention",
+    "attention_output": "attention_output",
+    "mlp_hidden": "mlp_hidden",
+    "residual": "block_output",
+}
 
 
 def _rngs(seed) -> nnx.Rngs:
@@ -27,6 +73,23 @@ def _rngs(seed) -> nnx.Rngs:
 
 def _is_ids(x: jax.Array) -> bool:
     return bool(jnp.issubdtype(x.dtype, jnp.integer))
+
+
+def _transformer_intermediates(graphdef: Any) -> Callable[..., tuple[jax.Array, dict]]:
+    """``intermediates_fn`` of a transformer sowing ``"embedding"``, ``"final_hidden"``
+    and per block the names of :class:`grokjax.nn.transformer.Block`."""
+
+    def intermediates(params, x):
+        model = nnx.merge(graphdef, params)
+        logits, inter = nnx.capture(model, nnx.Intermediate)(x)
+        sites = {"embedding": inter["embedding"][0]}
+        for i in range(len(model.blocks)):
+            for site, sown in _BLOCK_SOWN.items():
+                sites[f"block{i}/{site}"] = inter["blocks"][i][sown][0]
+        sites["final"] = inter["final_hidden"][0]
+        return logits, sites
+
+    return intermediates
 
 
 @dataclass(frozen=True)
@@ -89,6 +152,75 @@ class DecoderModel:
             x, last_only=True, dropout_key=dropout_key
         )
 
+    def intermediates_fn(self, graphdef: Any) -> Callable[..., tuple[jax.Array, dict]]:
+        """``(logits (B, T, V), sites)``, evaluation mode (see the module docstring)."""
+        return _transformer_intermediates(graphdef)
+
+
+@dataclass(frozen=True)
+class HookedModel:
+    """Nanda et al.'s TransformerLens transformer (:class:`grokjax.nn.HookedTransformer`):
+    ``depth`` blocks of ``width`` with ``heads``, MLP ``mlp_width``, optional pre-LN
+    ``layer_norm`` and trainable zero-initialised ``biases`` (off: none at all, as
+    Nanda et al.'s frozen zero biases); weights ~ N(0, ``init_std``²), default
+    ``0.8/√width``. Outputs one logit per class (``num_classes``), not per token.
+    The defaults are Nanda et al.'s model; seed 003's is ``width = 64, mlp_width = 256``."""
+
+    kind: str = "hooked"
+    depth: int = 1
+    width: int = 128
+    heads: int = 4
+    mlp_width: int = 512
+    activation: str = "relu"
+    layer_norm: bool = False
+    biases: bool = False
+    init_std: float | None = None
+    dropout: ClassVar[float] = 0.0
+    input_kinds: ClassVar[tuple[str, ...]] = ("tokens",)
+    has_features: ClassVar[bool] = False
+
+    def validate(self, path: str = "model") -> None:
+        for name in ("depth", "width", "heads", "mlp_width"):
+            value = getattr(self, name)
+            check(f"{path}.{name}", value >= 1, "a positive integer", value)
+        check(
+            f"{path}.width",
+            self.width % self.heads == 0,
+            f"divisible by heads ({self.heads})",
+            self.width,
+        )
+        choice(f"{path}.activation", self.activation, ["gelu", "relu", "silu"])
+        if self.init_std is not None:
+            check(f"{path}.init_std", self.init_std > 0, "> 0 (or left out)", self.init_std)
+
+    def build(self, task, seed, dtype: str) -> nnx.Module:
+        from grokjax.nn import HookedTransformer
+
+        return HookedTransformer(
+            task.vocab_size,
+            task.num_classes,
+            seq_len=task.seq_len,
+            depth=self.depth,
+            width=self.width,
+            heads=self.heads,
+            mlp_width=self.mlp_width,
+            activation=self.activation,
+            layer_norm=self.layer_norm,
+            biases=self.biases,
+            init_std=self.init_std,
+            dtype=jnp.dtype(dtype),
+            param_dtype=jnp.dtype(dtype),
+            rngs=_rngs(seed),
+        )
+
+    def logits_fn(self, graphdef: Any) -> Callable[..., jax.Array]:
+        # the loss and accuracy read the answer position only
+        return lambda params, x: nnx.merge(graphdef, params)(x, last_only=True)
+
+    def intermediates_fn(self, graphdef: Any) -> Callable[..., tuple[jax.Array, dict]]:
+        """``(logits (B, T, C), sites)`` (see the module docstring)."""
+        return _transformer_intermediates(graphdef)
+
 
 @dataclass(frozen=True)
 class MLPModel:
@@ -133,6 +265,17 @@ class MLPModel:
             return logits, inter[f"hidden_{len(model.layers) - 2}"][0]
 
         return features
+
+    def intermediates_fn(self, graphdef: Any) -> Callable[..., tuple[jax.Array, dict]]:
+        """``(logits (B, C), {"hidden{i}": activation})`` (see the module docstring)."""
+
+        def intermediates(params, x):
+            model = nnx.merge(graphdef, params)
+            logits, inter = nnx.capture(model, nnx.Intermediate)(x, one_hot_ids=_is_ids(x))
+            sites = {f"hidden{i}": inter[f"hidden_{i}"][0] for i in range(len(model.layers) - 1)}
+            return logits, sites
+
+        return intermediates
 
 
 @dataclass(frozen=True)
@@ -180,4 +323,6 @@ class MambaModel:
         return lambda params, x: nnx.merge(graphdef, params)(x)
 
 
-MODEL_KINDS: dict[str, type] = {cls.kind: cls for cls in (DecoderModel, MLPModel, MambaModel)}
+MODEL_KINDS: dict[str, type] = {
+    cls.kind: cls for cls in (DecoderModel, HookedModel, MLPModel, MambaModel)
+}

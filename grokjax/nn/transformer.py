@@ -284,9 +284,9 @@ class Decoder(nnx.Module):
         rngs: random number streams; the ``params`` stream initialises the weights.
 
     ``model(tokens_BT)`` gives the logits. Analysis values are sown as
-    ``nnx.Intermediate`` (per block as in :class:`Block`, plus ``"final_hidden"`` =
-    ``LN_f(h_L)``, the head's input) and are read with :func:`nnx.capture`; plain calls
-    record nothing:
+    ``nnx.Intermediate`` (per block as in :class:`Block`, plus ``"embedding"`` = ``h_0``
+    and ``"final_hidden"`` = ``LN_f(h_L)``, the head's input) and are read with
+    :func:`nnx.capture`; plain calls record nothing:
 
     >>> model = Decoder(13, seq_len=6, width=32, rngs=nnx.Rngs(0))
     >>> tokens = jnp.zeros((2, 6), jnp.int32)
@@ -371,6 +371,7 @@ class Decoder(nnx.Module):
                 raise ValueError(f"got {T} tokens per sequence, but seq_len is {self.seq_len}.")
             pos_TD = self.position_embedding.embedding[...][:T].astype(x_BTD.dtype)
             x_BTD = x_BTD + pos_TD[None]
+        sow_if_capturing(self, "embedding", x_BTD)
         for i, block in enumerate(self.blocks):
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
             last = last_only and i == len(self.blocks) - 1
