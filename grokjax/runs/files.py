@@ -4,9 +4,12 @@ figures and reports read it).
 
 ``runs/<name>_<YYYYmmdd_HHMMSS>/`` holds ``config.json``, ``metrics.jsonl`` (one row per
 evaluation per member, flushed per evaluation), ``grokking.json``, ``checkpoints/``
-(orbax), ``analysis/`` (the probes' arrays, ``step_<step>.npz``) and, from
-:mod:`grokjax.viz`, ``plots/`` and ``report.md``. Whole-file rewrites go through a
-temporary file and a rename, so a file is either the old one or the new one.
+(orbax), ``analysis/`` (the probes' arrays, ``step_<step>.npz``), ``tb/`` (TensorBoard
+event files of the scalar metrics, one directory per member, ``tb/<method
+label>/m<member>_seed<seed>[_<swept>=<value>...]``, written with ``metrics.jsonl``:
+``tensorboard --logdir runs`` follows a run live; see :mod:`grokjax.runs.tensorboard`)
+and, from :mod:`grokjax.viz`, ``plots/`` and ``report.md``. Whole-file rewrites go
+through a temporary file and a rename, so a file is either the old one or the new one.
 """
 
 from __future__ import annotations
@@ -81,10 +84,10 @@ def new_run_dir(config: Any, root: str | pathlib.Path = "runs") -> pathlib.Path:
 
 class RunFiles:
     """A run directory's files while it trains: ``config.json``, ``metrics.jsonl``,
-    ``analysis/*.npz``, ``grokking.json`` and the orbax checkpoints."""
+    ``analysis/*.npz``, ``tb/``, ``grokking.json`` and the orbax checkpoints."""
 
     def __init__(self, run_dir: pathlib.Path, groups: list[Any]):
-        self.dir, self.groups, self.metrics = run_dir, groups, None
+        self.dir, self.groups, self.metrics, self.tensorboard = run_dir, groups, None, None
         run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpointer = RunCheckpointer(run_dir / "checkpoints")
 
@@ -134,8 +137,13 @@ class RunFiles:
     ) -> None:
         """Start writing: ``config.json`` (``config`` as a JSON-ready dict; a resume may
         have changed ``steps``) and, for
-        a resume, the kept rows; probe arrays after ``resume_step`` are removed. A new
-        run claims ``metrics.jsonl`` (a folder that already holds a run is refused)."""
+        a resume, the kept rows; probe arrays after ``resume_step`` are removed, and new
+        TensorBoard event files hide the points after it. A new run claims
+        ``metrics.jsonl`` (a folder that already holds a run is refused)."""
+        # here, not at the top: tensorboardX imports torch where it is installed, and the
+        # reports read run directories without writing any
+        from grokjax.runs.tensorboard import TensorBoardWriter
+
         path = self.dir / "metrics.jsonl"
         if resume_step is None:
             try:
@@ -152,9 +160,11 @@ class RunFiles:
             write_atomic(path, "".join(json.dumps(row) + "\n" for row in kept or []))
             self.metrics = path.open("a")
         write_atomic(self.dir / "config.json", json.dumps(config, indent=1) + "\n")
+        self.tensorboard = TensorBoardWriter(self.dir, self.groups, resume_step)
 
     def write(self, step: int, host: list[dict[str, np.ndarray]], names, array_names) -> None:
-        """One evaluation: a row per member (flushed), and the probes' arrays."""
+        """One evaluation: a row per member (flushed), its scalars in TensorBoard's
+        files, and the probes' arrays."""
         lines = []
         for g, (group, m) in enumerate(zip(self.groups, host, strict=True)):
             for i, (seed, hps) in enumerate(group.members):
@@ -165,6 +175,7 @@ class RunFiles:
         self.metrics.write("".join(lines))
         self.metrics.flush()
         os.fsync(self.metrics.fileno())  # a row written is a row kept, even on power loss
+        self.tensorboard.write(step, host, names)
         arrays = {
             f"{group.method.label}/{k}": np.asarray(m[k])
             for group, m, keys in zip(self.groups, host, array_names, strict=True)
@@ -189,4 +200,6 @@ class RunFiles:
         finally:
             if self.metrics is not None:
                 self.metrics.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
             self.checkpointer.close()
