@@ -1,7 +1,18 @@
-"""Measurements of a model and its data: entropy, and the probes the trainer runs at
-every evaluation (:mod:`grokjax.analysis.probes`)."""
+"""Measurements of a model and its data: entropy, the probes the trainer runs at
+every evaluation (:mod:`grokjax.analysis.probes`), Fourier analysis of modular-arithmetic
+networks (:mod:`grokjax.analysis.fourier`) and run and activation statistics
+(:mod:`grokjax.analysis.statistics`)."""
 
 from grokjax.analysis.entropy import activation_entropy, target_entropy
+from grokjax.analysis.fourier import (
+    excluded_logits,
+    fourier_basis,
+    fourier_fraction,
+    fourier_norms,
+    gini,
+    key_frequencies,
+    restricted_logits,
+)
 from grokjax.analysis.probes import (
     ENTROPY_MEANS,
     ProbeContext,
@@ -14,17 +25,40 @@ from grokjax.analysis.probes import (
     surge_collapse_events,
     training_entropy,
 )
+from grokjax.analysis.statistics import (
+    EARLY_GROKKING_THRESHOLD,
+    GrokkingPhases,
+    activation_statistics,
+    attention_entropy,
+    early_grokking_score,
+    early_grokking_scores,
+    grokking_phases,
+)
 
 __all__ = [
+    "EARLY_GROKKING_THRESHOLD",
     "ENTROPY_MEANS",
+    "GrokkingPhases",
     "ProbeContext",
     "activation_entropy",
     "activation_shapes",
+    "activation_statistics",
+    "attention_entropy",
+    "early_grokking_score",
+    "early_grokking_scores",
+    "excluded_logits",
+    "fourier_basis",
+    "fourier_fraction",
+    "fourier_norms",
+    "gini",
+    "grokking_phases",
+    "key_frequencies",
     "last_step_geometry",
     "leaf_names",
     "numerical_stability",
     "probe_reads",
     "reads",
+    "restricted_logits",
     "surge_collapse_events",
     "target_entropy",
     "training_entropy",
