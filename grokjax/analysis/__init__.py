@@ -1,7 +1,8 @@
 """Measurements of a model and its data: entropy, the probes the trainer runs at
 every evaluation (:mod:`grokjax.analysis.probes`), Fourier analysis of modular-arithmetic
 networks (:mod:`grokjax.analysis.fourier`) and run and activation statistics
-(:mod:`grokjax.analysis.statistics`)."""
+(:mod:`grokjax.analysis.statistics`) and the mechanistic probes built on them
+(:mod:`grokjax.analysis.mechanistic`)."""
 
 from grokjax.analysis.entropy import activation_entropy, target_entropy
 from grokjax.analysis.fourier import (
@@ -12,6 +13,13 @@ from grokjax.analysis.fourier import (
     gini,
     key_frequencies,
     restricted_logits,
+)
+from grokjax.analysis.mechanistic import (
+    activation_site_statistics,
+    attention_patterns,
+    gradient_flow,
+    progress_measures,
+    weight_evolution,
 )
 from grokjax.analysis.probes import (
     ENTROPY_MEANS,
@@ -42,8 +50,10 @@ __all__ = [
     "ProbeContext",
     "activation_entropy",
     "activation_shapes",
+    "activation_site_statistics",
     "activation_statistics",
     "attention_entropy",
+    "attention_patterns",
     "early_grokking_score",
     "early_grokking_scores",
     "excluded_logits",
@@ -51,15 +61,18 @@ __all__ = [
     "fourier_fraction",
     "fourier_norms",
     "gini",
+    "gradient_flow",
     "grokking_phases",
     "key_frequencies",
     "last_step_geometry",
     "leaf_names",
     "numerical_stability",
     "probe_reads",
+    "progress_measures",
     "reads",
     "restricted_logits",
     "surge_collapse_events",
     "target_entropy",
     "training_entropy",
+    "weight_evolution",
 ]

@@ -5,8 +5,9 @@ optimizer states with their injected hyperparameters, sampling keys, splits) and
 small JSON record (step, detector state). Batches depend only on (key, step), so
 restoring and continuing reproduces an uninterrupted run bit for bit.
 
-Kept: the latest three steps, and the first step of every octave ``[2^k, 2^(k+1))``
-(log-spaced, for analyses that look back over the run). ``sha256.json`` beside the
+Kept: the latest three steps (a run's ``keep_checkpoints``), and the first step of
+every octave ``[2^k, 2^(k+1))`` (log-spaced, for analyses that look back over the run);
+or, with ``keep_checkpoints = 0``, every step. ``sha256.json`` beside the
 steps holds a SHA-256 of every saved array's bytes per step; a restore recomputes and
 compares them, so a damaged file is caught, not silently restored.
 """
@@ -77,8 +78,14 @@ class RunCheckpointer:
     """Periodic and final checkpoints under ``directory`` (async saves, orbax-managed)."""
 
     def __init__(self, directory: str | pathlib.Path, *, latest: int = 3):
+        """Keep the ``latest`` steps and the first of every octave; ``latest = 0`` keeps
+        every step."""
         self.directory = pathlib.Path(directory).resolve()
-        keep = policies.AnyPreservationPolicy([policies.LatestN(latest), _FirstPerOctave()])
+        keep = (
+            policies.AnyPreservationPolicy([policies.LatestN(latest), _FirstPerOctave()])
+            if latest
+            else policies.PreserveAll()
+        )
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(preservation_policy=keep, create=True),

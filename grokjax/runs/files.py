@@ -86,10 +86,10 @@ class RunFiles:
     """A run directory's files while it trains: ``config.json``, ``metrics.jsonl``,
     ``analysis/*.npz``, ``tb/``, ``grokking.json`` and the orbax checkpoints."""
 
-    def __init__(self, run_dir: pathlib.Path, groups: list[Any]):
+    def __init__(self, run_dir: pathlib.Path, groups: list[Any], keep_checkpoints: int = 3):
         self.dir, self.groups, self.metrics, self.tensorboard = run_dir, groups, None, None
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpointer = RunCheckpointer(run_dir / "checkpoints")
+        self.checkpointer = RunCheckpointer(run_dir / "checkpoints", latest=keep_checkpoints)
 
     def kept_rows(self, resume_step: int) -> list[dict[str, Any]]:
         """The rows a resume from ``resume_step`` (its checkpoint) keeps; writes nothing.

@@ -70,6 +70,9 @@ class ExperimentConfig:
     stop_when_grokked: bool = True
     # steps between checkpoints; 0: after a minute of training and 10% of the steps
     checkpoint_every: int = 0
+    # checkpoints kept: the latest this many plus the first of every octave of steps
+    # (log-spaced); 0 keeps every checkpoint (for ``grokjax analyze`` over a whole run)
+    keep_checkpoints: int = 3
     # stop a member whose training loss exceeds this × its first evaluation's (0: never)
     divergence_factor: float = 1e4
     shard_members: bool = True
@@ -123,6 +126,9 @@ class ExperimentConfig:
         check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
         check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
         check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
+        check(
+            "keep_checkpoints", self.keep_checkpoints >= 0, ">= 0 (0: all)", self.keep_checkpoints
+        )
         check(
             "divergence_factor",
             self.divergence_factor == 0 or self.divergence_factor > 1,

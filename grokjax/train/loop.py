@@ -200,7 +200,7 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
     files, start_eval = None, 0
     if run_dir is not None:
         result.run_dir = run_dir = pathlib.Path(run_dir)
-        files = RunFiles(run_dir, groups)
+        files = RunFiles(run_dir, groups, config.keep_checkpoints)
         try:  # a refused resume leaves the folder as it was
             resume_step, kept = None, []
             if resume:
