@@ -5,6 +5,8 @@
 - ``grokjax run --resume RUN_DIR``: continue a run from its latest checkpoint.
 - ``grokjax list``: built-in configs and ``experiments/*.toml``.
 - ``grokjax report RUN_DIR``: redraw the figures and rewrite ``report.md``.
+- ``grokjax analyze RUN_DIR [--steps S …]``: recompute the probes from the run's
+  checkpoints (:mod:`grokjax.analyze`), then redraw the figures and the report.
 
 Exit codes: 0 done; 2 bad input (config, data, arguments); 3 training diverged; 4 a
 damaged run folder or checkpoint, or a file that cannot be written; 130 interrupted
@@ -68,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
         "report", parents=[debug], help="redraw a run's figures and rewrite its report.md"
     )
     report.add_argument("run_dir")
+
+    analyze = commands.add_parser(
+        "analyze",
+        parents=[debug],
+        help="recompute a run's probes from its checkpoints, redraw its figures and report",
+    )
+    analyze.add_argument("run_dir")
+    analyze.add_argument(
+        "--steps", type=int, nargs="+", metavar="STEP", help="checkpoint steps (default: all)"
+    )
+    analyze.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -172,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             from grokjax.viz import write_report
 
             print(write_report(pathlib.Path(args.run_dir)))
+            return 0
+        if args.command == "analyze":
+            from grokjax.analyze import analyze_run
+
+            run_dir = pathlib.Path(args.run_dir)
+            steps = analyze_run(run_dir, steps=args.steps, progress=not args.no_progress)
+            print(f"analysed {len(steps)} checkpoint(s) {steps}: {run_dir / 'analysis'}")
             return 0
     except (Exception, KeyboardInterrupt) as err:
         code = _exit_code(err)
