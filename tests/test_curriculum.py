@@ -26,14 +26,13 @@ def _difficulty(p: int) -> np.ndarray:
 def test_the_curriculum_admits_exactly_the_rows_its_threshold_says(sampling):
     p = 13
     data = ModularData(op="x+y", p=p, train_fraction=0.5, encoding="tokens_no_op")
-    data = ModularData(**{**data.__dict__, "curriculum": SEED003})
     task, splits = data.build(10_000, sampling, "float32", [0])
     train_idx = jnp.asarray(splits[0].train_idx)
     key = jax.random.key(0)
     difficulty = _difficulty(p)
     for epoch, threshold in [(0, 0.3), (999, 0.3), (1000, 0.6), (4999, 0.6), (5000, 1.0)]:
         step = jnp.asarray(epoch * task.steps_per_epoch, jnp.int32)
-        rows, mask = task.batch_rows(key, step, train_idx)
+        rows, mask = task.batch_rows(key, step, train_idx, curriculum=SEED003)
         rows, mask = np.asarray(rows), np.asarray(mask)
         expected = difficulty[rows] <= threshold
         if sampling == "epoch":  # one full batch: every training row once
@@ -54,7 +53,7 @@ def test_the_training_loss_averages_over_the_admitted_rows_only():
             "data.op=x+y",
             "data.y_min=0",
             "data.encoding=tokens_no_op",
-            "data.curriculum=[[1000, 0.3]]",
+            "methods.0.curriculum=[[1000, 0.3]]",
             "model.width=16",
             "model.heads=2",
             "model.depth=1",
@@ -76,14 +75,39 @@ def test_the_training_loss_averages_over_the_admitted_rows_only():
 @pytest.mark.parametrize(
     ("curriculum", "message"),
     [
-        ("[[1000, 0.3], [500, 0.6]]", "data.curriculum.*increasing"),
-        ("[[0, 0.3]]", "data.curriculum.*positive"),
-        ("[[1000, 1.5]]", r"data.curriculum.0.*\(0, 1\]"),
+        ("[[1000, 0.3], [500, 0.6]]", "methods.1.curriculum.*increasing"),
+        ("[[0, 0.3]]", "methods.1.curriculum.*positive"),
+        ("[[1000, 1.5]]", r"methods.1.curriculum.0.*\(0, 1\]"),
     ],
 )
 def test_bad_curricula_name_the_key(curriculum, message):
     with pytest.raises(ConfigError, match=message):
-        apply_overrides(resolve("grokfast_modmul"), [f"data.curriculum={curriculum}"])
+        apply_overrides(resolve("grokfast_modmul"), [f"methods.1.curriculum={curriculum}"])
+
+
+def test_a_curriculum_needs_data_with_a_difficulty():
+    with pytest.raises(ConfigError, match=r"methods.0.curriculum.*'sparse_parity' defines no row"):
+        apply_overrides(resolve("stability_fig4_parity"), ["methods.0.curriculum=[[10, 0.5]]"])
+
+
+def test_methods_with_and_without_a_curriculum_in_one_program():
+    """Each method trains with its own curriculum: at step 0 the curriculum method's
+    step counts only the admitted rows, the other method's every training row."""
+    from grokjax.train.state import init_groups
+    from grokjax.train.step import _member_grads
+
+    config = apply_overrides(
+        resolve("seed003"), ["data.p=11", "model.width=16", "model.mlp_width=32"]
+    )
+    assert [m.curriculum for m in config.methods] == [SEED003, ()]
+    task, groups, states = init_groups(config)
+    counts = []
+    for group, state in zip(groups, states, strict=True):
+        state = jax.tree.map(lambda x: x[0], state)
+        member = (state.params, state.key, state.train_idx, None, 0.0)
+        counts.append(float(_member_grads(group, task, member, jnp.asarray(0))[1][2]))
+    rows = np.asarray(states[0].train_idx[0])
+    assert counts == [np.sum(_difficulty(11)[rows] <= 0.3), task.num_train]
 
 
 def test_weight_decay_ramp_matches_the_formula():

@@ -47,13 +47,8 @@ def _fraction(path: str, value: float, rows: int | None = None) -> None:
 class ModularData:
     """The table of ``x op y mod p`` (Power et al. 2022) for ``y ≥ y_min``, as
     ``encoding`` ``"tokens"`` (x, op, y, =), ``"tokens_no_op"`` or ``"onehot"``
-    (one-hot x ⊕ one-hot y). Each member's seed splits its own way.
-
-    ``curriculum``: stages ``[[end_epoch, threshold], …]`` of seed 003's curriculum;
-    a row's difficulty is mean(x, y)/(p − 1), and before ``end_epoch`` only rows with
-    difficulty ≤ ``threshold`` enter the loss (:meth:`Task.admitted
-    <grokjax.data.task.Task.admitted>`); seed 003's is ``[[1000, 0.3], [5000, 0.6]]``.
-    Evaluation and probes always see every row."""
+    (one-hot x ⊕ one-hot y). Each member's seed splits its own way. A row's
+    difficulty, for a method's curriculum, is seed 003's mean(x, y)/(p − 1)."""
 
     kind: str = "modular"
     op: str = "x*y"
@@ -61,7 +56,7 @@ class ModularData:
     train_fraction: float = 0.5
     y_min: int = 0
     encoding: str = "tokens"
-    curriculum: tuple[tuple[int, float], ...] = ()
+    has_difficulty: ClassVar[bool] = True
 
     def validate(self, path: str = "data") -> None:
         from grokjax.data import modular
@@ -80,15 +75,6 @@ class ModularData:
         y_start = max(self.y_min, 1) if self.op == "x/y" else self.y_min
         _fraction(path, self.train_fraction, self.p * (self.p - y_start))
         choice(f"{path}.encoding", self.encoding, ["tokens", "tokens_no_op", "onehot"])
-        ends = [end for end, _ in self.curriculum]
-        check(
-            f"{path}.curriculum",
-            all(e > 0 for e in ends) and ends == sorted(set(ends)),
-            "stages [end_epoch, threshold] with increasing positive end epochs",
-            self.curriculum,
-        )
-        for i, (_, threshold) in enumerate(self.curriculum):
-            check(f"{path}.curriculum.{i}", 0 < threshold <= 1, "a threshold in (0, 1]", threshold)
 
     @property
     def input_kind(self) -> str:
@@ -126,10 +112,7 @@ class ModularData:
         facts["full_table"] = int(table.y_N.min()) == 0
         difficulty = (table.x_N + table.y_N) / (2.0 * max(self.p - 1, 1))
         task = dataclasses.replace(
-            task,
-            facts=facts,
-            difficulty_N=jnp.asarray(difficulty, jnp.float32) if self.curriculum else None,
-            curriculum=tuple((int(e), float(t)) for e, t in self.curriculum),
+            task, facts=facts, difficulty_N=jnp.asarray(difficulty, jnp.float32)
         )
         return task, splits
 

@@ -58,11 +58,8 @@ class Task:
     window: int = 0  # > 0: a token stream; row i is the window inputs_N[i : i + window + 1]
     # what the data kind states about its rows, for probes (e.g. a modular table's op, p)
     facts: Mapping[str, Any] = field(default_factory=dict)
-    # A curriculum: each row's difficulty in [0, 1], and stages ((end_epoch, threshold),
-    # …) in increasing end_epoch; before end_epoch only rows with difficulty ≤ threshold
-    # are admitted to the loss, after the last stage every row is.
+    # each row's difficulty in [0, 1], for curricula (see admitted); None: not defined
     difficulty_N: jax.Array | None = None
-    curriculum: tuple[tuple[int, float], ...] = ()
 
     def rows(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Model inputs and labels of rows ``idx``: table rows, or for a token stream the
@@ -121,21 +118,24 @@ class Task:
     #   padded tail is masked out of loss and accuracy.
     # - "iid": every batch is batch_size rows drawn with replacement.
 
-    def admitted(self, rows: jax.Array, epoch: jax.Array) -> jax.Array:
-        """Float mask of ``rows`` the curriculum admits in ``epoch`` (all ones without
-        one): ``difficulty ≤ threshold(epoch)``, the threshold of the first stage whose
-        end epoch is after ``epoch``, 1 after the last.
+    def admitted(
+        self, rows: jax.Array, epoch: jax.Array, curriculum: tuple[tuple[int, float], ...] = ()
+    ) -> jax.Array:
+        """Float mask of ``rows`` a ``curriculum`` admits in ``epoch`` (all ones without
+        one). Its stages ``((end_epoch, threshold), …)`` have increasing end epochs; a
+        row is admitted when its difficulty ≤ the threshold of the first stage whose end
+        epoch is after ``epoch`` (1 after the last).
 
         >>> task = Task(jnp.zeros((3, 1), jnp.int32), jnp.zeros(3, jnp.int32), 3, 0, 2, 2,
-        ...             1, 3, "epoch", difficulty_N=jnp.array([0.0, 0.5, 1.0]),
-        ...             curriculum=((10, 0.3), (20, 0.6)))
-        >>> [task.admitted(jnp.arange(3), jnp.asarray(e)).tolist() for e in (0, 10, 20)]
+        ...             1, 3, "epoch", difficulty_N=jnp.array([0.0, 0.5, 1.0]))
+        >>> stages = ((10, 0.3), (20, 0.6))
+        >>> [task.admitted(jnp.arange(3), jnp.asarray(e), stages).tolist() for e in (0, 10, 20)]
         [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
         """
-        if not self.curriculum:
+        if not curriculum:
             return jnp.ones(rows.shape, jnp.float32)
-        ends = jnp.asarray([end for end, _ in self.curriculum])
-        thresholds = jnp.asarray([t for _, t in self.curriculum] + [1.0], jnp.float32)
+        ends = jnp.asarray([end for end, _ in curriculum])
+        thresholds = jnp.asarray([t for _, t in curriculum] + [1.0], jnp.float32)
         threshold = thresholds[jnp.sum(epoch >= ends)]
         return (self.difficulty_N[rows] <= threshold).astype(jnp.float32)
 
@@ -160,9 +160,10 @@ class Task:
         train_idx: jax.Array,
         perms: jax.Array | None = None,
         first_epoch: jax.Array | None = None,
+        curriculum: tuple[tuple[int, float], ...] = (),
     ) -> tuple[jax.Array, jax.Array]:
         """Rows of the table for ``step`` and a float mask of the real (non-padding) ones
-        that the curriculum admits (:meth:`admitted`).
+        that ``curriculum`` admits (:meth:`admitted`).
 
         For ``sampling="epoch"``, ``perms``/``first_epoch`` (from
         :meth:`epoch_permutations`) reuse shuffles computed once per interval instead of
@@ -173,7 +174,7 @@ class Task:
         epoch, pos = step // spe, step % spe
         if self.sampling == "iid":
             local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
-            return train_idx[local], self.admitted(train_idx[local], epoch)
+            return train_idx[local], self.admitted(train_idx[local], epoch, curriculum)
         if perms is None:
             perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
         else:
@@ -182,7 +183,7 @@ class Task:
         local = lax.dynamic_slice(perm, (pos * b,), (b,))
         mask = (pos * b + jnp.arange(b)) < n
         rows = train_idx[local]
-        return rows, mask.astype(jnp.float32) * self.admitted(rows, epoch)
+        return rows, mask.astype(jnp.float32) * self.admitted(rows, epoch, curriculum)
 
 
 def table_task(

@@ -104,6 +104,12 @@ class ExperimentConfig:
         choice("dtype", self.dtype, list(DTYPES))
         choice("loss_dtype", self.loss_dtype, list(LOSS_DTYPES[self.loss]))
         for i, method in enumerate(self.methods):
+            check(
+                f"methods.{i}.curriculum",
+                not method.curriculum or getattr(self.data, "has_difficulty", False),
+                f"empty: data kind {self.data.kind!r} defines no row difficulty",
+                method.curriculum,
+            )
             choice(f"methods.{i}.loss", method.loss, ["", *LOSS_DTYPES])
             kind, dtype = self.method_loss(method)
             key = f"methods.{i}.loss_dtype" if method.loss_dtype else f"loss_dtype (methods.{i})"

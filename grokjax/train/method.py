@@ -24,7 +24,10 @@ class MethodConfig:
 
     ``optimizer`` is a list of transform specs (:mod:`grokjax.optim.specs`). ``sweep``
     maps ``"optimizer.<path>"`` (a float keyword, e.g. ``"optimizer.0.lamb"``) or
-    ``"input_noise"`` to the values its members take.
+    ``"input_noise"`` to the values its members take. ``curriculum``: stages
+    ``[[end_epoch, threshold], …]``: before ``end_epoch`` only training rows whose
+    difficulty (defined by the data kind) is ≤ ``threshold`` enter the loss, after the
+    last stage all do (:meth:`Task.admitted <grokjax.data.task.Task.admitted>`).
     """
 
     label: str
@@ -35,6 +38,7 @@ class MethodConfig:
     loss_dtype: str = ""  # "" = the experiment's loss_dtype
     input_noise: float = 0.0  # σ of Gaussian noise added to each batch's inputs
     activation: str = ""  # "" = the model's; a Mamba model's activation for this method
+    curriculum: tuple[tuple[int, float], ...] = ()
 
     def validate(self, path: str) -> None:
         _check(f"{path}.label", bool(self.label), "a non-empty string", self.label)
@@ -42,6 +46,15 @@ class MethodConfig:
         _check(f"{path}.seeds", len(self.seeds) >= 1, "a non-empty list of ints", self.seeds)
         _check(f"{path}.seeds", len(set(self.seeds)) == len(self.seeds), "distinct", self.seeds)
         _check(f"{path}.input_noise", self.input_noise >= 0, ">= 0", self.input_noise)
+        ends = [end for end, _ in self.curriculum]
+        _check(
+            f"{path}.curriculum",
+            all(e > 0 for e in ends) and ends == sorted(set(ends)),
+            "stages [end_epoch, threshold] with increasing positive end epochs",
+            self.curriculum,
+        )
+        for i, (_, threshold) in enumerate(self.curriculum):
+            _check(f"{path}.curriculum.{i}", 0 < threshold <= 1, "a threshold in (0, 1]", threshold)
         for name, values in self.sweep.items():
             _check(f"{path}.sweep.{name}", len(values) >= 1, "a non-empty list", values)
             if name == "input_noise":

@@ -60,6 +60,7 @@ class Group:
     intermediates_fn: Callable[[Any, jax.Array], tuple[jax.Array, dict]] | None = None
     noisy: bool = False  # some member adds input noise (or may pump it)
     dropout: bool = False  # training steps pass logits_fn a dropout_key
+    curriculum: tuple[tuple[int, float], ...] = ()  # the method's (see Task.admitted)
 
     @property
     def size(self) -> int:
@@ -163,6 +164,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 noisy=has_state(opt_state, gj.optim.INPUT_NOISE_STATES)
                 or any(method.member_input_noise(h) > 0 for _, h in group_members),
                 dropout=model.dropout > 0,
+                curriculum=tuple((int(e), float(t)) for e, t in method.curriculum),
             )
         )
         states.append(

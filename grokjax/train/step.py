@@ -100,7 +100,7 @@ def _member_grads(
     ``None``).
     """
     params, key, train_idx, perms, sigma = member
-    rows, mask = task.batch_rows(key, step, train_idx, perms, first_epoch)
+    rows, mask = task.batch_rows(key, step, train_idx, perms, first_epoch, group.curriculum)
     x, y = task.rows(rows)
     if group.noisy:
         noise_key = jax.random.fold_in(jax.random.fold_in(key, _NOISE_SALT), step)
