@@ -187,7 +187,8 @@ def plot_steps_to_grok(record: RunRecord) -> plt.Figure:
 def write_figures(record: RunRecord) -> list[pathlib.Path]:
     """Write ``plots/accuracy.png``, ``plots/loss.png``, ``plots/steps_to_grok.png``
     and, for runs with diagnostics, ``plots/stability.png``, for entropy-tracking runs
-    ``plots/entropy.png``."""
+    ``plots/entropy.png``; for runs with the mechanistic probes, the analysis figures
+    (:func:`grokjax.viz.analysis.write_analysis_figures`, ``analysis/figures/``)."""
     out = record.run_dir / "plots"
     out.mkdir(exist_ok=True)
     paths = []
@@ -211,4 +212,6 @@ def write_figures(record: RunRecord) -> list[pathlib.Path]:
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
         paths.append(out / name)
-    return paths
+    from grokjax.viz.analysis import write_analysis_figures
+
+    return paths + write_analysis_figures(record)

@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 
+from grokjax.viz.analysis import analysis_section
 from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
 from grokjax.viz.lm import is_lm, lm_findings, lm_levels_table, lm_table
 from grokjax.viz.plots import loss_summary, synthetic_task, write_figures
@@ -82,6 +83,9 @@ def _data_line(data: dict) -> str:
 def _model_line(model: dict) -> str:
     if model["kind"] == "decoder":
         return f"(depth {model['depth']}, width {model['width']}, {model['heads']} heads)"
+    if model["kind"] == "hooked":  # has no "hidden": the MLP line below would fail
+        mlp = f", MLP {model['mlp_width']}" if model.get("mlp_width") else ""
+        return f"(depth {model['depth']}, width {model['width']}, {model['heads']} heads{mlp})"
     if model["kind"] == "mamba":
         return (
             f"(d_model {model['width']}, {model['depth']} layers, d_state "
@@ -91,7 +95,9 @@ def _model_line(model: dict) -> str:
 
 
 def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Path:
-    """(Re)draw the figures and write ``report.md`` for the run in ``run_dir``."""
+    """(Re)draw the figures and write ``report.md`` for the run in ``run_dir``; runs
+    with the mechanistic probes get an "## Analysis" section after the figures
+    (:func:`grokjax.viz.analysis.analysis_section`)."""
     record = load_run(run_dir)
     write_figures(record)
     cfg = record.config
@@ -180,6 +186,9 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         lines += ["![steps to grok](plots/steps_to_grok.png)", ""]
     if (pathlib.Path(run_dir) / "plots" / "stability.png").exists():
         lines += ["![numerical stability](plots/stability.png)", ""]
+    analysis = analysis_section(record)  # empty without the mechanistic probes
+    if analysis:
+        lines += [analysis, ""]
     path = pathlib.Path(run_dir) / "report.md"
     path.write_text("\n".join(lines))
     return path
