@@ -247,3 +247,45 @@ def test_progress_measures_refuse_data_they_cannot_read():
         run_experiment(small("data.op=x*y", "steps=1", "eval_every=1"), progress=False)
     with pytest.raises(ConfigError, match="y_min = 0"):
         run_experiment(small("data.y_min=1", "steps=1", "eval_every=1"), progress=False)
+
+
+@pytest.mark.slow
+def test_nanda_progress_measures_on_a_grokking_run(tmp_path):
+    """One member of ``progress_measures`` trained through grokking, then analysed:
+    Nanda et al.'s qualitative results hold (restricted loss with the final key
+    frequencies below 0.1 well before the test loss, excluded loss rising between
+    memorisation and cleanup, a few frequencies holding the embedding's Fourier norm,
+    its Gini rising)."""
+    from grokjax.analysis import grokking_phases
+    from grokjax.analyze import analyze_run
+
+    run_dir = tmp_path / "run"
+    config = apply_overrides(
+        resolve("progress_measures"),
+        ["methods.0.seeds=[2]", "steps=2500", "evals_per_sync=1", "checkpoint_every=100"],
+    )
+    run_experiment(config, run_dir=run_dir, progress=False)
+    analyze_run(run_dir, progress=False, figures=False)
+    rows = _rows(run_dir)
+    steps = np.array([r["step"] for r in rows])
+    phases = grokking_phases(
+        steps, np.array([r["train_acc"] for r in rows]), np.array([r["val_acc"] for r in rows])
+    )
+    assert phases.separate and phases.cleaned_up is not None, phases.describe()
+    test_below = steps[np.array([r["progress/test_loss"] for r in rows]) < 0.1]
+    checkpoints = [json.loads(x) for x in (run_dir / "analysis/checkpoints.jsonl").open()]
+    ck_steps = np.array([r["step"] for r in checkpoints])
+    restricted = np.array([r["progress/restricted_loss"] for r in checkpoints])
+    excluded = np.array([r["progress/excluded_loss"] for r in checkpoints])
+    assert test_below.size and (restricted < 0.1).any()
+    lead = test_below[0] - ck_steps[restricted < 0.1][0]
+    assert lead >= 0.1 * config.steps, (lead, ck_steps, restricted)
+    at_m = excluded[np.argmin(np.abs(ck_steps - phases.memorised))]
+    span = (ck_steps >= phases.memorised) & (ck_steps <= phases.cleaned_up)
+    assert excluded[span].max() > at_m
+    with np.load(run_dir / f"analysis/checkpoint_{ck_steps[-1]:08d}.npz") as final:
+        norms = final["adamw/progress/embed_fourier_norms"][0].astype(np.float64)
+    top = np.sort(norms[1:] ** 2)[::-1]
+    assert top[:7].sum() / (norms**2).sum() >= 0.9
+    gini = [r["progress/gini_embed"] for r in rows]
+    assert gini[-1] > gini[0]

@@ -276,13 +276,18 @@ def _member_phases(data: _Run, method: MethodCurves, member: int) -> GrokkingPha
         out[np.searchsorted(grid, at)] = values
         return out
 
-    return grokking_phases(
+    phases = grokking_phases(
         grid,
         on_grid(steps, train),
         on_grid(steps, val),
         on_grid(ex_steps, ex),
         **_thresholds(data.record),
     )
+    online = method.metrics.get("progress/excluded_loss_online")
+    if phases.circuit is None and phases.separate and phases.cleaned_up and _has(online):
+        # no checkpoint between M and C: the online excluded loss still places the circuit
+        phases = grokking_phases(steps, train, val, online[:, member], **_thresholds(data.record))
+    return phases
 
 
 def member_phases(run_dir: RunLike, method: str) -> list[GrokkingPhases] | None:
@@ -855,6 +860,8 @@ def _method_section(data: _Run, method: MethodCurves, figures: list[str], window
     excluded = _excluded(data, method)
     freqs, freq_source = _final_key_freqs(data, label)
     source = excluded[2] if excluded else "no excluded loss recorded: circuit step unknown"
+    if excluded and excluded[2] == NANDA_SOURCE:
+        source += " where a checkpoint lies between M and C, else online"
     lines = [
         f"### {label}",
         "",
