@@ -15,9 +15,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from grokjax.errors import check
 from grokjax.losses import cross_entropy_with_integer_labels
 
-__all__ = ["Task", "table_task"]
+__all__ = ["Task", "check_curriculum", "table_task"]
+
+
+def check_curriculum(path: str, stages: tuple[tuple[int, float], ...]) -> None:
+    """A ``ConfigError`` naming ``path`` unless ``stages`` are ``(end_epoch, threshold)``
+    pairs with increasing positive end epochs and thresholds in (0, 1] (see
+    :meth:`Task.admitted`)."""
+    ends = [end for end, _ in stages]
+    check(
+        path,
+        all(e > 0 for e in ends) and ends == sorted(set(ends)),
+        "stages [end_epoch, threshold] with increasing positive end epochs",
+        stages,
+    )
+    for i, (_, threshold) in enumerate(stages):
+        check(f"{path}.{i}", 0 < threshold <= 1, "a threshold in (0, 1]", threshold)
 
 
 def _trailing(v: jax.Array, ndim: int) -> jax.Array:

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from grokjax.data.task import check_curriculum
 from grokjax.errors import ConfigError
 from grokjax.errors import check as _check
 from grokjax.optim.specs import Optimizer, walk_specs
@@ -46,15 +47,7 @@ class MethodConfig:
         _check(f"{path}.seeds", len(self.seeds) >= 1, "a non-empty list of ints", self.seeds)
         _check(f"{path}.seeds", len(set(self.seeds)) == len(self.seeds), "distinct", self.seeds)
         _check(f"{path}.input_noise", self.input_noise >= 0, ">= 0", self.input_noise)
-        ends = [end for end, _ in self.curriculum]
-        _check(
-            f"{path}.curriculum",
-            all(e > 0 for e in ends) and ends == sorted(set(ends)),
-            "stages [end_epoch, threshold] with increasing positive end epochs",
-            self.curriculum,
-        )
-        for i, (_, threshold) in enumerate(self.curriculum):
-            _check(f"{path}.curriculum.{i}", 0 < threshold <= 1, "a threshold in (0, 1]", threshold)
+        check_curriculum(f"{path}.curriculum", self.curriculum)
         for name, values in self.sweep.items():
             _check(f"{path}.sweep.{name}", len(values) >= 1, "a non-empty list", values)
             if name == "input_noise":
