@@ -1,14 +1,15 @@
 """What the analysis probes cost: training throughput with every probe on against the
-same run with probes off, side by side in one process.
+same program with probes off, side by side in one process.
 
-Runs ``progress_measures`` (3 members, evaluation every 100 steps; ``--set`` to
-change it) twice through :func:`grokjax.train.run_experiment` without a run folder:
-once with its probes (progress measures, attention, activation statistics,
-gradient flow, weight evolution), once with ``probes = []``. A first, short call of
-each compiles the program (``compilations`` is checked to stay 1); the timed calls
-run ``--steps`` steps and report steps/s and the ratio probes-on / probes-off.
+Builds the trainer's compiled interval function (:func:`grokjax.train.step.
+make_interval_fn`, as ``run_experiment`` does) for ``progress_measures`` (3 members,
+evaluation every 100 steps; ``--set`` to change it) twice: with its probes (progress
+measures, attention, activation statistics, gradient flow, weight evolution) and with
+none. Each is compiled once, ahead of the timing; then the two are timed in
+alternation, ``--repeats`` rounds of ``--intervals`` intervals each, and the best
+round of each is compared. Prints steps/s and the ratio probes-on / probes-off.
 
-    python benchmarks/probe_cost.py [--steps 2000] [--repeats 2] [--set KEY=VALUE …]
+    python benchmarks/probe_cost.py [--intervals 10] [--repeats 3] [--set KEY=VALUE …]
 """
 
 from __future__ import annotations
@@ -16,48 +17,63 @@ from __future__ import annotations
 import argparse
 import time
 
-from grokjax.train import apply_overrides, resolve, run_experiment
+import jax
+import jax.numpy as jnp
+
+from grokjax.train import apply_overrides, resolve
+from grokjax.train.state import init_groups
+from grokjax.train.step import make_interval_fn, resolve_member_axis
 
 
-def timed(config, repeats: int) -> tuple[float, int]:
-    """Best seconds per run of ``config`` over ``repeats`` (each compiles once: the
-    compile time is measured by a 1-interval run first and subtracted)."""
-    warm = apply_overrides(config, [f"steps={config.eval_every}"])
+def compiled_program(config):
+    """The compiled interval function of ``config``, its states and interval length."""
+    task, groups, states = init_groups(config)
+    interval = config.eval_interval(task.num_train)
+    fn = make_interval_fn(
+        groups,
+        task,
+        interval,
+        resolve_member_axis(config.member_axis, 1),
+        probes=config.probe_functions(),
+    )
+    compiled = jax.jit(fn, donate_argnums=0).lower(states, jnp.int32(0)).compile()
+    states, metrics = compiled(states, jnp.int32(0))
+    jax.block_until_ready(metrics)
+    return compiled, states, interval
+
+
+def time_round(program, intervals: int) -> tuple[float, object]:
+    compiled, states, interval = program
     start = time.perf_counter()
-    run_experiment(warm, progress=False)
-    compile_and_one = time.perf_counter() - start
-    best, compilations = float("inf"), 0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run_experiment(config, progress=False)
-        best = min(best, time.perf_counter() - start)
-        compilations = max(compilations, result.compilations)
-    # a run = its compilation + its intervals; the warm run = compilation + 1 interval
-    intervals = config.steps // config.eval_every
-    per_interval = (best - compile_and_one) / (intervals - 1)
-    return per_interval / config.eval_every, compilations
+    for e in range(1, intervals + 1):
+        states, metrics = compiled(states, jnp.int32(e * interval))
+    jax.block_until_ready(metrics)
+    return (time.perf_counter() - start) / (intervals * interval), (compiled, states, interval)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--intervals", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    base = apply_overrides(
-        resolve("progress_measures"),
-        [f"steps={args.steps}", "checkpoint_every=0", "stop_when_grokked=false", *args.overrides],
-    )
-    on, on_compiles = timed(base, args.repeats)
-    off, off_compiles = timed(apply_overrides(base, ["probes=[]"]), args.repeats)
-    members = sum(len(m.seeds) for m in base.methods)
+    on_config = apply_overrides(resolve("progress_measures"), args.overrides)
+    off_config = apply_overrides(on_config, ["probes=[]"])
+    programs = {"on": compiled_program(on_config), "off": compiled_program(off_config)}
+    best = {"on": float("inf"), "off": float("inf")}
+    for _ in range(args.repeats):
+        for name in ("on", "off"):
+            seconds, programs[name] = time_round(programs[name], args.intervals)
+            best[name] = min(best[name], seconds)
+    members = sum(len(m.seeds) for m in on_config.methods)
+    interval = programs["on"][2]
     print(
-        f"progress_measures, {members} members, eval every {base.eval_every} steps, "
-        f"{args.steps} steps, best of {args.repeats}"
+        f"progress_measures, {members} members, evaluation every {interval} steps, "
+        f"{args.intervals * interval} steps per round, best of {args.repeats} rounds"
     )
-    print(f"probes on : {1 / on:8.1f} steps/s  ({on_compiles} compilation per run)")
-    print(f"probes off: {1 / off:8.1f} steps/s  ({off_compiles} compilation per run)")
-    print(f"throughput with probes / without: {off / on:.3f}")
+    print(f"probes on : {1 / best['on']:8.1f} steps/s")
+    print(f"probes off: {1 / best['off']:8.1f} steps/s")
+    print(f"throughput with probes / without: {best['off'] / best['on']:.3f}")
 
 
 if __name__ == "__main__":
