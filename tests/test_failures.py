@@ -216,7 +216,15 @@ def test_sigint_saves_a_checkpoint_and_the_resume_equals_an_uninterrupted_run(tm
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "grokjax.cli", "run", "orthograd_quick", "--no-progress"]
     argv += [*sets("steps=100000", "evals_per_sync=1"), "--runs-dir", str(runs)]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A shell's background job (`pytest &`) ignores SIGINT and its children inherit
+    # that; the child here must start with SIGINT at its default, as from a terminal.
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # until training has written a few evaluations
         found = list(runs.glob("*/metrics.jsonl"))
@@ -390,12 +398,16 @@ def test_non_finite_probe_keywords_are_refused():
 def test_the_first_signal_asks_to_stop_and_a_second_exits_at_once():
     from grokjax.train.loop import _StopOnSignal
 
-    before = signal.getsignal(signal.SIGINT)
-    with _StopOnSignal() as stop:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)  # the handler runs between bytecodes
-        assert stop.requested
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-    assert signal.getsignal(signal.SIGINT) is before  # restored
+    # as from a terminal, even when the suite runs as a background job (SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with _StopOnSignal() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs between bytecodes
+            assert stop.requested
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, outer)
