@@ -18,7 +18,9 @@ from jax import lax
 from grokjax.errors import check
 from grokjax.losses import cross_entropy_with_integer_labels
 
-__all__ = ["Task", "check_curriculum", "table_task"]
+__all__ = ["IGNORE", "SpanTask", "Task", "check_curriculum", "table_task"]
+
+IGNORE = -1  # a SpanTask label outside the answer span
 
 
 def check_curriculum(path: str, stages: tuple[tuple[int, float], ...]) -> None:
@@ -116,6 +118,13 @@ class Task:
     def hits(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         """Which predictions are right, shaped like ``labels`` (top-1)."""
         return jnp.argmax(logits, -1) == labels
+
+    @property
+    def answer(self) -> str:
+        """Which logits the objective reads: ``"last"`` (one answer per row, at the last
+        position: a model may compute only that position) or ``"sequence"`` (labels
+        at every position, as a token stream's)."""
+        return "sequence" if self.window else "last"
 
     @property
     def input_width(self) -> int:
@@ -240,3 +249,46 @@ def table_task(
         dtype=dtype,
     )
     return task, splits
+
+
+@dataclass(frozen=True)
+class SpanTask(Task):
+    """Rows are sequences whose answer is a span of positions, graded as a whole.
+
+    ``inputs_N`` is ``(N, T)`` tokens or ``(N, T, C)`` tokens with per-token channels
+    (an ARC sequence's token, row, column and grid index); ``labels_N`` is ``(N, T)``:
+    the next token where it belongs to the answer, :data:`IGNORE` elsewhere. With
+    ``ℓ_t`` the cross entropy at position ``t`` and ``S`` the row's answer positions:
+
+        loss = (1/|S|) Σ_{t∈S} ℓ_t          hit = ∏_{t∈S} [argmax logits_t = label_t]
+
+    so accuracy is exact match of the whole answer. With teacher forcing, every
+    answer token being the argmax is the same event as greedy decoding producing the
+    answer exactly (the first wrong token would be the first greedy mistake).
+
+    >>> task = SpanTask(jnp.zeros((1, 3), jnp.int32), jnp.array([[IGNORE, 1, 0]]),
+    ...                 1, 0, 2, 2, 3, 1, "epoch")
+    >>> logits = jnp.array([[[9.0, 0.0], [0.0, 9.0], [0.0, 9.0]]])
+    >>> task.hits(logits, task.labels_N).tolist(), task.answer
+    ([False], 'sequence')
+    """
+
+    @property
+    def answer(self) -> str:
+        return "sequence"
+
+    def losses(
+        self, logits: jax.Array, labels: jax.Array, normalizer: str = "softmax", dtype="float32"
+    ) -> jax.Array:
+        """Per-row mean cross entropy over the answer positions, ``(B,)``."""
+        inside = labels != IGNORE
+        per_token = cross_entropy_with_integer_labels(
+            logits, jnp.where(inside, labels, 0), normalizer=normalizer, dtype=dtype
+        )
+        per_token = jnp.where(inside, per_token, 0)
+        return jnp.sum(per_token, -1) / jnp.maximum(jnp.sum(inside, -1), 1)
+
+    def hits(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """Whether every answer token is the argmax, ``(B,)``."""
+        right = (jnp.argmax(logits, -1) == labels) | (labels == IGNORE)
+        return jnp.all(right, -1)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from grokjax.errors import check, choice
+from grokjax.nn.rope import RopeScaling
 
 __all__ = [
     "MLP_SITES",
@@ -75,13 +76,27 @@ def _is_ids(x: jax.Array) -> bool:
     return bool(jnp.issubdtype(x.dtype, jnp.integer))
 
 
-def _transformer_intermediates(graphdef: Any) -> Callable[..., tuple[jax.Array, dict]]:
+def _decoder_inputs(x: jax.Array) -> dict[str, jax.Array]:
+    """The decoder's keyword inputs of a batch: ``(B, T)`` tokens, or ``(B, T, 4)``
+    grid sequences (channels token, row, column, segment; see
+    :mod:`grokjax.data.arc_tokens`)."""
+    if x.ndim == 2:
+        return {"tokens_BT": x}
+    channels = ("tokens_BT", "rows_BT", "cols_BT", "segments_BT")
+    return {name: x[..., i] for i, name in enumerate(channels)}
+
+
+def _transformer_intermediates(
+    graphdef: Any, forward: Callable[[nnx.Module, jax.Array], jax.Array] | None = None
+) -> Callable[..., tuple[jax.Array, dict]]:
     """``intermediates_fn`` of a transformer sowing ``"embedding"``, ``"final_hidden"``
-    and per block the names of :class:`grokjax.nn.transformer.Block`."""
+    and per block the names of :class:`grokjax.nn.transformer.Block`; ``forward(model,
+    x)`` calls the model (default ``model(x)``)."""
+    forward = forward or (lambda model, x: model(x))
 
     def intermediates(params, x):
         model = nnx.merge(graphdef, params)
-        logits, inter = nnx.capture(model, nnx.Intermediate)(x)
+        logits, inter = nnx.capture(forward, nnx.Intermediate)(model, x)
         sites = {"embedding": inter["embedding"][0]}
         for i in range(len(model.blocks)):
             for site, sown in _BLOCK_SOWN.items():
@@ -95,9 +110,18 @@ def _transformer_intermediates(graphdef: Any) -> Callable[..., tuple[jax.Array, 
 @dataclass(frozen=True)
 class DecoderModel:
     """The Grokfast paper's decoder (:class:`grokjax.nn.Decoder`): ``depth`` pre-LN
-    blocks of ``width`` with ``heads``, MLP ``mlp_ratio·width``, learned positions or
-    RoPE; ``dropout`` in training steps (as torch's TransformerEncoderLayer, so the
-    logged training metrics are those of the masked forward; evaluation is unmasked)."""
+    blocks of ``width`` with ``heads``, MLP ``mlp_ratio·width``, learned positions,
+    RoPE by sequence index (``"rope"``) or by grid row and column (``"rope2d"``, ARC
+    sequences); ``dropout`` in training steps (as torch's TransformerEncoderLayer, so
+    the logged training metrics are those of the masked forward; evaluation is
+    unmasked).
+
+    ``rope_scaling`` extends 1-D RoPE to longer contexts in training and evaluation
+    (a table ``{kind, factor, original_max_position}``, see
+    :class:`grokjax.nn.RopeScaling`); ``eval_rope_scaling``, when set, replaces it in
+    evaluation only, so a model trained at one length is evaluated at another with
+    another scaling and no retraining. A task whose rows carry grid segments (ARC)
+    adds a learned segment embedding."""
 
     kind: str = "decoder"
     depth: int = 2
@@ -107,8 +131,10 @@ class DecoderModel:
     activation: str = "gelu"
     positions: str = "learned"
     rope_base: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    eval_rope_scaling: RopeScaling | None = None
     dropout: float = 0.0
-    input_kinds: ClassVar[tuple[str, ...]] = ("tokens",)
+    input_kinds: ClassVar[tuple[str, ...]] = ("tokens", "grid_sequence")
     has_features: ClassVar[bool] = False
 
     def validate(self, path: str = "model") -> None:
@@ -122,8 +148,23 @@ class DecoderModel:
             self.width,
         )
         choice(f"{path}.activation", self.activation, ["gelu", "relu", "silu"])
-        choice(f"{path}.positions", self.positions, ["learned", "rope"])
+        choice(f"{path}.positions", self.positions, ["learned", "rope", "rope2d"])
         check(f"{path}.rope_base", self.rope_base > 1.0, "> 1", self.rope_base)
+        for name in ("rope_scaling", "eval_rope_scaling"):
+            check(
+                f"{path}.{name}",
+                getattr(self, name) is None or self.positions == "rope",
+                "left out unless positions = 'rope' (2-D coordinates are not scaled)",
+                getattr(self, name),
+            )
+        if self.positions == "rope2d":
+            check(
+                f"{path}.width",
+                (self.width // self.heads) % 4 == 0,
+                f"a multiple of 4·heads ({4 * self.heads}) for positions = 'rope2d' (half of "
+                "each head rotates by row, half by column)",
+                self.width,
+            )
         check(f"{path}.dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)", self.dropout)
 
     def build(self, task, seed, dtype: str) -> nnx.Module:
@@ -139,22 +180,41 @@ class DecoderModel:
             activation=self.activation,
             positions=self.positions,
             rope_base=self.rope_base,
+            rope_scaling=self.rope_scaling,
+            num_segments=int(task.facts.get("num_segments", 0)),
             dropout=self.dropout,
             dtype=jnp.dtype(dtype),
             param_dtype=jnp.dtype(dtype),
             rngs=_rngs(seed),
         )
 
-    def logits_fn(self, graphdef: Any) -> Callable[..., jax.Array]:
-        # The loss and accuracy use the answer position only: skip the rest of the last
-        # block. ``dropout_key``: training steps of a model with dropout.
+    def logits_fn(self, graphdef: Any, task=None) -> Callable[..., jax.Array]:
+        """``(params, x, dropout_key=None) -> logits`` of the training steps: the last
+        position's ``(B, V)`` when ``task`` grades one answer per row (then the rest
+        of the last block is skipped), else every position's ``(B, T, V)``."""
+        last_only = task is None or task.answer == "last"
         return lambda params, x, dropout_key=None: nnx.merge(graphdef, params)(
-            x, last_only=True, dropout_key=dropout_key
+            **_decoder_inputs(x), last_only=last_only, dropout_key=dropout_key
+        )
+
+    def eval_logits_fn(self, graphdef: Any, task=None) -> Callable[..., jax.Array]:
+        """As :meth:`logits_fn`, in evaluation: with ``eval_rope_scaling`` if set."""
+        last_only = task is None or task.answer == "last"
+        return lambda params, x: nnx.merge(graphdef, params)(
+            **_decoder_inputs(x), last_only=last_only, rope_scaling=self._eval_scaling()
         )
 
     def intermediates_fn(self, graphdef: Any) -> Callable[..., tuple[jax.Array, dict]]:
         """``(logits (B, T, V), sites)``, evaluation mode (see the module docstring)."""
-        return _transformer_intermediates(graphdef)
+        scaling = self._eval_scaling()
+        return _transformer_intermediates(
+            graphdef, lambda model, x: model(**_decoder_inputs(x), rope_scaling=scaling)
+        )
+
+    def _eval_scaling(self) -> RopeScaling | str | None:
+        from grokjax.nn.transformer import OWN
+
+        return OWN if self.eval_rope_scaling is None else self.eval_rope_scaling
 
 
 @dataclass(frozen=True)
@@ -213,7 +273,7 @@ class HookedModel:
             rngs=_rngs(seed),
         )
 
-    def logits_fn(self, graphdef: Any) -> Callable[..., jax.Array]:
+    def logits_fn(self, graphdef: Any, task=None) -> Callable[..., jax.Array]:
         # the loss and accuracy read the answer position only
         return lambda params, x: nnx.merge(graphdef, params)(x, last_only=True)
 
@@ -253,7 +313,7 @@ class MLPModel:
             sizes, activation=self.activation, use_bias=self.use_bias, **dtypes, rngs=_rngs(seed)
         )
 
-    def logits_fn(self, graphdef: Any) -> Callable[..., jax.Array]:
+    def logits_fn(self, graphdef: Any, task=None) -> Callable[..., jax.Array]:
         return lambda params, x: nnx.merge(graphdef, params)(x, one_hot_ids=_is_ids(x))
 
     def features_fn(self, graphdef: Any) -> Callable[..., tuple[jax.Array, jax.Array]]:
@@ -319,7 +379,7 @@ class MambaModel:
             rngs=_rngs(seed),
         )
 
-    def logits_fn(self, graphdef: Any) -> Callable[..., jax.Array]:
+    def logits_fn(self, graphdef: Any, task=None) -> Callable[..., jax.Array]:
         return lambda params, x: nnx.merge(graphdef, params)(x)
 
 

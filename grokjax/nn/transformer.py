@@ -20,11 +20,13 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from grokjax.nn.mlp import get_activation, sow_if_capturing, uniform_init
-from grokjax.nn.rope import apply_rope
+from grokjax.nn.rope import RopeScaling, apply_rope, apply_rope_2d, rope_attention_scale
 
 __all__ = ["Block", "Decoder"]
 
-POSITIONS = ("learned", "rope")
+POSITIONS = ("learned", "rope", "rope2d")
+# ``rope_scaling`` argument of a call that keeps the scaling the module was built with
+OWN = "own"
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm default
 
 
@@ -74,10 +76,25 @@ def _dense_cols(layer: nnx.Linear, x_ND: jax.Array, start: int, stop: int) -> ja
 
 
 def _check_config(
-    width: int, heads: int, activation: str, positions: str, dropout: float = 0.0
+    width: int,
+    heads: int,
+    activation: str,
+    positions: str,
+    dropout: float = 0.0,
+    rope_scaling: RopeScaling | None = None,
 ) -> None:
     if heads <= 0 or width % heads:
         raise ValueError(f"width ({width}) must be divisible by heads ({heads}).")
+    if positions == "rope2d" and (width // heads) % 4:
+        raise ValueError(
+            f"positions='rope2d' needs a head dimension divisible by 4 (half rotates by row, "
+            f"half by column); width {width} / heads {heads} = {width // heads}."
+        )
+    if rope_scaling is not None and positions != "rope":
+        raise ValueError(
+            f"rope_scaling applies to 1-D RoPE (positions='rope'), not positions={positions!r}: "
+            "2-D coordinates stay within a grid and are not scaled."
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout = {dropout} must be in [0, 1).")
     get_activation(activation)
@@ -146,7 +163,10 @@ class Block(nnx.Module):
     ``[q | k | v]``, heads contiguous within each, as PyTorch's ``in_proj_weight``ᵀ),
     ``d_h = D/H`` and ``M`` the causal mask (−∞ above the diagonal). Scores and softmax
     are computed in float32. With ``positions="rope"``, ``Q_j`` and ``K_j`` are rotated
-    by :func:`~grokjax.nn.rope.apply_rope` first.
+    by :func:`~grokjax.nn.rope.apply_rope` first (frequencies scaled by ``rope_scaling``,
+    then both multiplied by :func:`~grokjax.nn.rope.rope_attention_scale`, YaRN's
+    temperature); with ``positions="rope2d"``, by
+    :func:`~grokjax.nn.rope.apply_rope_2d` at each token's (row, column).
 
     ``dropout`` (rate ``p``) applies where ``torch.nn.TransformerEncoderLayer`` does: to
     the attention probabilities, to ``Attn(h)``, to the MLP's hidden activation and to
@@ -175,18 +195,20 @@ class Block(nnx.Module):
         activation: str = "gelu",
         positions: str = "learned",
         rope_base: float = 10000.0,
+        rope_scaling: RopeScaling | None = None,
         dropout: float = 0.0,
         dtype: DTypeLike | None = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        _check_config(width, heads, activation, positions, dropout)
+        _check_config(width, heads, activation, positions, dropout, rope_scaling)
         self.width = width
         self.dropout = float(dropout)
         self.heads = heads
         self.activation = activation
         self.positions = positions
         self.rope_base = float(rope_base)
+        self.rope_scaling = rope_scaling
         linear = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.ln_1 = _layer_norm(width, **linear)
         self.ln_2 = _layer_norm(width, **linear)
@@ -202,13 +224,22 @@ class Block(nnx.Module):
         self.mlp_out = _torch_linear(mlp_ratio * width, width, **linear)
 
     def __call__(
-        self, x_BTD: jax.Array, *, last_only: bool = False, dropout_key: jax.Array | None = None
+        self,
+        x_BTD: jax.Array,
+        *,
+        coords: tuple[jax.Array, jax.Array] | None = None,
+        rope_scaling: RopeScaling | str | None = OWN,
+        last_only: bool = False,
+        dropout_key: jax.Array | None = None,
     ) -> jax.Array:
         """Apply the block: ``(B, T, D) → (B, T, D)``, or ``(B, 1, D)`` if ``last_only``.
 
         With ``last_only`` only the last position's output is computed: its query,
         attention output and MLP (keys and values still come from every position).
-        ``dropout_key`` turns dropout on (see the class docstring).
+        ``coords = (rows_BT, cols_BT)``: each token's grid coordinates, which
+        ``positions="rope2d"`` rotates by. ``rope_scaling`` replaces the block's own
+        (e.g. another context extension at evaluation). ``dropout_key`` turns dropout
+        on (see the class docstring).
         """
         keys = [None] * 4 if dropout_key is None else list(jax.random.split(dropout_key, 4))
         B, T, D = x_BTD.shape
@@ -231,8 +262,19 @@ class Block(nnx.Module):
         k_BTHK = k_ND.reshape(B, T, H, K)
         v_BTHK = v_ND.reshape(B, T, H, K)
         if self.positions == "rope":
-            q_BQHK = apply_rope(q_BQHK, jnp.arange(T - Q, T), self.rope_base)
-            k_BTHK = apply_rope(k_BTHK, jnp.arange(T), self.rope_base)
+            scaling = self.rope_scaling if rope_scaling == OWN else rope_scaling
+            rope = dict(base=self.rope_base, scaling=scaling, seq_len=T)
+            q_BQHK = apply_rope(q_BQHK, jnp.arange(T - Q, T), **rope)
+            k_BTHK = apply_rope(k_BTHK, jnp.arange(T), **rope)
+            temperature = rope_attention_scale(scaling)
+            if temperature != 1.0:
+                q_BQHK, k_BTHK = q_BQHK * temperature, k_BTHK * temperature
+        elif self.positions == "rope2d":
+            if coords is None:
+                raise ValueError("positions='rope2d' needs each token's (row, column): coords.")
+            rows_BT, cols_BT = coords
+            q_BQHK = apply_rope_2d(q_BQHK, rows_BT[:, T - Q :], cols_BT[:, T - Q :], self.rope_base)
+            k_BTHK = apply_rope_2d(k_BTHK, rows_BT, cols_BT, self.rope_base)
 
         probs_BHQT, heads_BQHK = _attention(
             q_BQHK, k_BTHK, v_BTHK, causal=not last_only, drop=(self.dropout, keys[0])
@@ -256,11 +298,15 @@ class Decoder(nnx.Module):
     With token embedding ``E ∈ ℝ^{V×D}``, position embedding ``P ∈ ℝ^{S×D}`` (S =
     ``seq_len``), blocks ``f_1 … f_L`` (:class:`Block`) and head ``W ∈ ℝ^{D×V}``:
 
-        h_0[t] = E[tokens[t]] + P[t]       (no P with positions="rope")
+        h_0[t] = E[tokens[t]] + P[t] (+ G[segments[t]])   (no P with RoPE)
         h_l    = f_l(h_{l−1})
         logits = LN_f(h_L) W               (no bias)
 
-    Initialisation as PyTorch's defaults: ``E, P ~ N(0, 1)``, ``W ~ U(±1/√D)``, blocks
+    ``G ∈ ℝ^{num_segments×D}`` is a learned segment embedding (only with
+    ``num_segments > 0``): which grid of an ARC sequence a token belongs to, since 2-D
+    RoPE's coordinates restart in every grid.
+
+    Initialisation as PyTorch's defaults: ``E, P, G ~ N(0, 1)``, ``W ~ U(±1/√D)``, blocks
     as in :class:`Block`. The reference configuration (Lee et al.'s modular arithmetic)
     is ``Decoder(p + 2, seq_len=5)`` (width 128, depth 2, 4 heads) — 422,784 parameters
     for ``p = 97``.
@@ -274,16 +320,22 @@ class Decoder(nnx.Module):
         mlp_ratio: MLP hidden width as a multiple of ``D``.
         activation: MLP activation, ``"gelu"`` (exact erf, as ``torch.nn.GELU``),
             ``"relu"`` or ``"silu"``.
-        positions: ``"learned"`` (table ``P``) or ``"rope"`` (rotary embedding of the
-            queries and keys in every block, base ``rope_base``; no table).
+        positions: ``"learned"`` (table ``P``), ``"rope"`` (rotary embedding of the
+            queries and keys in every block by sequence index, base ``rope_base``; no
+            table) or ``"rope2d"`` (rotary by each token's grid row and column, given
+            with the call).
         rope_base: RoPE frequency base.
+        rope_scaling: context extension of 1-D RoPE (a
+            :class:`~grokjax.nn.rope.RopeScaling`), or ``None``; a call may replace it.
+        num_segments: rows of the segment embedding ``G`` (0: none).
         dropout: dropout rate of every block (see :class:`Block`), active only in
             calls given a ``dropout_key``.
         dtype: computation dtype.
         param_dtype: parameter dtype.
         rngs: random number streams; the ``params`` stream initialises the weights.
 
-    ``model(tokens_BT)`` gives the logits. Analysis values are sown as
+    ``model(tokens_BT)`` gives the logits; ARC sequences also pass ``rows_BT``,
+    ``cols_BT`` (for ``"rope2d"``) and ``segments_BT``. Analysis values are sown as
     ``nnx.Intermediate`` (per block as in :class:`Block`, plus ``"embedding"`` = ``h_0``
     and ``"final_hidden"`` = ``LN_f(h_L)``, the head's input) and are read with
     :func:`nnx.capture`; plain calls record nothing:
@@ -309,12 +361,14 @@ class Decoder(nnx.Module):
         activation: str = "gelu",
         positions: str = "learned",
         rope_base: float = 10000.0,
+        rope_scaling: RopeScaling | None = None,
+        num_segments: int = 0,
         dropout: float = 0.0,
         dtype: DTypeLike | None = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        _check_config(width, heads, activation, positions, dropout)
+        _check_config(width, heads, activation, positions, dropout, rope_scaling)
         self.vocab_size = vocab_size
         self.seq_len = seq_len
         self.positions = positions
@@ -328,6 +382,9 @@ class Decoder(nnx.Module):
         self.position_embedding = (
             nnx.Embed(seq_len, width, **embed) if positions == "learned" else None
         )
+        self.segment_embedding = (
+            nnx.Embed(num_segments, width, **embed) if num_segments > 0 else None
+        )
         self.blocks = nnx.List(
             [
                 Block(
@@ -337,6 +394,7 @@ class Decoder(nnx.Module):
                     activation=activation,
                     positions=positions,
                     rope_base=rope_base,
+                    rope_scaling=rope_scaling,
                     dropout=dropout,
                     dtype=dtype,
                     param_dtype=param_dtype,
@@ -354,10 +412,18 @@ class Decoder(nnx.Module):
         self,
         tokens_BT: jax.Array,
         *,
+        rows_BT: jax.Array | None = None,
+        cols_BT: jax.Array | None = None,
+        segments_BT: jax.Array | None = None,
+        rope_scaling: RopeScaling | str | None = OWN,
         last_only: bool = False,
         dropout_key: jax.Array | None = None,
     ) -> jax.Array:
         """Logits ``(B, T, V)`` for integer tokens ``(B, T)``; ``(B, V)`` if ``last_only``.
+
+        ``rows_BT``/``cols_BT``: each token's grid coordinates (``"rope2d"``);
+        ``segments_BT``: its segment (needs ``num_segments > 0``); ``rope_scaling``
+        replaces the model's 1-D RoPE scaling for this call (``None``: plain RoPE).
 
         ``last_only=True`` returns ``model(tokens)[:, -1]``, computing the last block's
         query side, ``LN_f`` and the head for the last position only (about 25% fewer
@@ -371,11 +437,18 @@ class Decoder(nnx.Module):
                 raise ValueError(f"got {T} tokens per sequence, but seq_len is {self.seq_len}.")
             pos_TD = self.position_embedding.embedding[...][:T].astype(x_BTD.dtype)
             x_BTD = x_BTD + pos_TD[None]
+        if segments_BT is not None:
+            if self.segment_embedding is None:
+                raise ValueError("segments_BT given, but the model has no segment embedding.")
+            x_BTD = x_BTD + self.segment_embedding(segments_BT)
         sow_if_capturing(self, "embedding", x_BTD)
+        coords = None if rows_BT is None else (rows_BT, cols_BT)
         for i, block in enumerate(self.blocks):
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
             last = last_only and i == len(self.blocks) - 1
-            x_BTD = block(x_BTD, last_only=last, dropout_key=key)
+            x_BTD = block(
+                x_BTD, coords=coords, rope_scaling=rope_scaling, last_only=last, dropout_key=key
+            )
         if last_only and not len(self.blocks):
             x_BTD = x_BTD[:, -1:]
         Q, D = x_BTD.shape[1:]

@@ -61,6 +61,14 @@ class Group:
     noisy: bool = False  # some member adds input noise (or may pump it)
     dropout: bool = False  # training steps pass logits_fn a dropout_key
     curriculum: tuple[tuple[int, float], ...] = ()  # the method's (see Task.admitted)
+    # (params, inputs_B…) -> logits in evaluation, where it differs from training
+    # (another RoPE scaling); None: logits_fn
+    eval_logits_fn: Callable[[Any, jax.Array], jax.Array] | None = None
+
+    @property
+    def evaluate_fn(self) -> Callable[[Any, jax.Array], jax.Array]:
+        """The model's logits in evaluation: ``eval_logits_fn``, else ``logits_fn``."""
+        return self.eval_logits_fn or self.logits_fn
 
     @property
     def size(self) -> int:
@@ -148,6 +156,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
         graphdef = graphdefs[model]
         features = model.features_fn(graphdef) if config.track_entropy else None
         intermediates = getattr(model, "intermediates_fn", None)
+        evaluate = getattr(model, "eval_logits_fn", None)
         seeds = [seed for seed, _ in group_members]
         # the update reads swept values from the state: the first member's build serves all
         tx = opt({p: group_members[0][1][f"optimizer.{p}"] for p in opt.swept})
@@ -157,7 +166,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 group_members,
                 tx,
                 graphdef,
-                model.logits_fn(graphdef),
+                model.logits_fn(graphdef, task),
                 config.method_loss(method),
                 features,
                 intermediates(graphdef) if intermediates else None,
@@ -165,6 +174,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 or any(method.member_input_noise(h) > 0 for _, h in group_members),
                 dropout=model.dropout > 0,
                 curriculum=tuple((int(e), float(t)) for e, t in method.curriculum),
+                eval_logits_fn=evaluate(graphdef, task) if evaluate else None,
             )
         )
         states.append(

@@ -213,7 +213,7 @@ def member_probe_context(
     return ProbeContext(
         params=state.params,
         opt_state=state.opt_state,
-        logits_fn=group.logits_fn,
+        logits_fn=group.evaluate_fn,
         loss_fn=lambda logits, labels: task.losses(logits, labels, *group.loss),
         normalizer=group.loss[0],
         loss_dtype=group.loss[1],
@@ -242,7 +242,7 @@ def _member_eval(
 ) -> dict[str, jax.Array]:
     ctx = member_probe_context(group, task, state, step_means, last_step, step)
     x, y = ctx.val
-    logits = group.logits_fn(state.params, x)
+    logits = group.evaluate_fn(state.params, x)
     val_loss = _mean(task.losses(logits, y, *group.loss))
     out = {
         "val_loss": val_loss,
