@@ -10,23 +10,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import TraceCounter
 from flax import nnx
 from scipy.special import erf
 
-from grokjax.nn import Decoder, apply_rope, rope_frequencies
+from grokjax.nn import Decoder, RopeScaling, apply_rope, rope_frequencies
 
 # ---------------------------------------------------------------------------------------
 # numpy float64 references
 
 
-def np_rope(x_BTHD: np.ndarray, positions_T: np.ndarray, base: float = 10000.0) -> np.ndarray:
-    """RoPE via complex numbers: pair (x[2i], x[2i+1]) is z_i, rotated by e^{i·m·θ_i}."""
+def np_rope(
+    x_BTHD: np.ndarray, positions_T: np.ndarray, base: float = 10000.0, theta=None
+) -> np.ndarray:
+    """RoPE via complex numbers: pair (x[2i], x[2i+1]) is z_i, rotated by e^{i·m·θ_i}
+    (``theta``: the frequencies, default base^(−2i/d)); positions (T,) or (B, T)."""
     x = np.asarray(x_BTHD, np.float64)
     d = x.shape[-1]
-    theta = base ** (-np.arange(d // 2, dtype=np.float64) * 2.0 / d)
+    if theta is None:
+        theta = base ** (-np.arange(d // 2, dtype=np.float64) * 2.0 / d)
     z = x[..., 0::2] + 1j * x[..., 1::2]
-    angle = np.asarray(positions_T, np.float64)[:, None] * theta  # (T, d/2)
-    z = z * np.exp(1j * angle)[:, None, :]  # broadcast over heads
+    angle = np.asarray(positions_T, np.float64)[..., None] * theta  # (…, T, d/2)
+    z = z * np.exp(1j * angle)[..., None, :]  # broadcast over heads
     out = np.empty_like(x)
     out[..., 0::2], out[..., 1::2] = z.real, z.imag
     return out
@@ -54,16 +59,23 @@ def np_decoder(
     act: str,
     keep: list | None = None,
     rate: float = 0.0,
+    coords: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    theta: np.ndarray | None = None,
+    temperature: float = 1.0,
 ):
     """The reference PyTorch forward, written out in float64 numpy (batch-first).
 
     ``keep[i]``: block i's dropout keep-masks (attention probabilities, attention
-    output, MLP hidden, MLP output), survivors scaled by 1/(1 − rate)."""
+    output, MLP hidden, MLP output), survivors scaled by 1/(1 − rate). ``coords``:
+    (rows, cols, segments) ``(B, T)`` each (2-D RoPE halves, segment embedding);
+    ``theta``/``temperature``: 1-D RoPE's frequencies and YaRN's q, k factor."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     B, T = tokens_BT.shape
     x = p["token_embedding"]["embedding"][tokens_BT]
     if positions == "learned":
         x = x + p["position_embedding"]["embedding"][:T]
+    if coords is not None:
+        x = x + p["segment_embedding"]["embedding"][coords[2]]
     D = x.shape[-1]
     K = D // heads
     causal = np.tril(np.ones((T, T), bool))
@@ -76,7 +88,26 @@ def np_decoder(
         qkv = h @ blk["qkv"]["kernel"] + blk["qkv"]["bias"]
         q, k, v = (qkv[..., j * D : (j + 1) * D].reshape(B, T, heads, K) for j in range(3))
         if positions == "rope":
-            q, k = np_rope(q, np.arange(T)), np_rope(k, np.arange(T))
+            q, k = np_rope(q, np.arange(T), theta=theta), np_rope(k, np.arange(T), theta=theta)
+            q, k = q * temperature, k * temperature
+        if positions == "rope2d":
+            half = np.arange(K // 4) * 4.0 / K
+            theta_half = 10000.0**-half
+            rows, cols = coords[0], coords[1]
+            q = np.concatenate(
+                [
+                    np_rope(q[..., : K // 2], rows, theta=theta_half),
+                    np_rope(q[..., K // 2 :], cols, theta=theta_half),
+                ],
+                -1,
+            )
+            k = np.concatenate(
+                [
+                    np_rope(k[..., : K // 2], rows, theta=theta_half),
+                    np_rope(k[..., K // 2 :], cols, theta=theta_half),
+                ],
+                -1,
+            )
         s = np.einsum("bqhk,bthk->bhqt", q, k) / math.sqrt(K)
         s = np.where(causal, s, -np.inf)
         a = np.exp(s - s.max(-1, keepdims=True))
@@ -402,3 +433,106 @@ def test_rope_inner_product_depends_only_on_relative_position(rng):
         diagonal = np.diagonal(dots_MN, offset=offset)
         np.testing.assert_allclose(diagonal, diagonal[0], atol=2e-4)
     assert not np.isclose(dots_MN[0, 0], dots_MN[0, 3])  # and it does depend on m − n
+
+
+# ---------------------------------------------------------------------------------------
+# Grid positions (2-D RoPE, segments) and context-scaled 1-D RoPE
+
+
+def _grid_coords(rng, B, T):
+    rows = rng.integers(0, 31, size=(B, T))
+    cols = rng.integers(0, 31, size=(B, T))
+    segments = rng.integers(0, 5, size=(B, T))
+    return rows, cols, segments
+
+
+def test_rope2d_decoder_with_segments_matches_numpy_reference(rng):
+    model = Decoder(VOCAB, positions="rope2d", num_segments=5, rngs=nnx.Rngs(2), **SMALL)
+    tokens = rng.integers(0, VOCAB, size=(3, 6))
+    rows, cols, segments = _grid_coords(rng, 3, 6)
+    logits = model(
+        jnp.asarray(tokens),
+        rows_BT=jnp.asarray(rows),
+        cols_BT=jnp.asarray(cols),
+        segments_BT=jnp.asarray(segments),
+    )
+    expected = np_decoder(
+        params_of(model),
+        tokens,
+        heads=4,
+        positions="rope2d",
+        act="gelu",
+        coords=(rows, cols, segments),
+    )
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-5, atol=1e-5)
+    # the coordinates matter: another column layout gives other logits
+    moved = model(
+        jnp.asarray(tokens),
+        rows_BT=jnp.asarray(rows),
+        cols_BT=jnp.asarray(cols[:, ::-1]),
+        segments_BT=jnp.asarray(segments),
+    )
+    assert not np.allclose(np.asarray(moved), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        RopeScaling("yarn", 4.0, 4),
+        RopeScaling("linear", 2.0, 4),
+        RopeScaling("dynamic", 2.0, 4),
+    ],
+    ids=lambda s: s.kind,
+)
+def test_scaled_rope_decoder_matches_numpy_reference(rng, scaling):
+    model = Decoder(VOCAB, positions="rope", rope_scaling=scaling, rngs=nnx.Rngs(3), **SMALL)
+    tokens = rng.integers(0, VOCAB, size=(2, 6))
+    theta = np.asarray(rope_frequencies(8, scaling=scaling, seq_len=6), np.float64)
+    temperature = 0.1 * math.log(scaling.factor) + 1 if scaling.kind == "yarn" else 1.0
+    expected = np_decoder(
+        params_of(model),
+        tokens,
+        heads=4,
+        positions="rope",
+        act="gelu",
+        theta=theta,
+        temperature=temperature,
+    )
+    np.testing.assert_allclose(
+        np.asarray(model(jnp.asarray(tokens))), expected, rtol=1e-5, atol=1e-5
+    )
+    # a call may replace the scaling: None is plain RoPE
+    plain = np_decoder(params_of(model), tokens, heads=4, positions="rope", act="gelu")
+    np.testing.assert_allclose(
+        np.asarray(model(jnp.asarray(tokens), rope_scaling=None)), plain, rtol=1e-5, atol=1e-5
+    )
+    assert not np.allclose(plain, expected, atol=1e-4)
+
+
+def test_scaled_rope_decoder_compiles_once_per_length(rng):
+    model = Decoder(
+        VOCAB,
+        positions="rope",
+        rope_scaling=RopeScaling("dynamic", 2.0, 4),
+        rngs=nnx.Rngs(3),
+        **{**SMALL, "seq_len": 16},
+    )
+    graphdef, state = nnx.split(model)
+    traced = TraceCounter(lambda state, tokens: nnx.merge(graphdef, state)(tokens))
+    forward = jax.jit(traced)
+    for T in (4, 8, 16, 8, 4, 16):
+        forward(state, jnp.asarray(rng.integers(0, VOCAB, size=(2, T))))
+    assert traced.count == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(positions="rope2d", width=24, heads=4), "divisible by 4"),
+        (dict(positions="rope2d", rope_scaling=RopeScaling("ntk", 2.0, 8)), "1-D RoPE"),
+        (dict(positions="learned", rope_scaling=RopeScaling("ntk", 2.0, 8)), "1-D RoPE"),
+    ],
+)
+def test_bad_grid_or_scaling_configuration_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Decoder(VOCAB, seq_len=6, rngs=nnx.Rngs(0), **kwargs)
