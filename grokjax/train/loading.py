@@ -96,6 +96,10 @@ def _build(cls: type, data: Any, path: str) -> Any:
         key = f"{path}.{err.field_path}" if path else err.field_path
         value = list(err.value) if isinstance(err.value, tuple) else err.value
         raise ConfigError(f"{key} = {value!r}: must be {_type_words(err.field_type)}.") from None
+    except ConfigError:
+        raise
+    except ValueError as err:  # a nested value's own check (e.g. a RopeScaling's kind)
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
