@@ -1,4 +1,4 @@
-"""Two-attempt decoding of ARC test outputs (grokjax.analysis.arc_decode).
+"""Two-attempt decoding of ARC test outputs (grokjax.data.arc_decode).
 
 Tiny generated tasks (colour permutations of 1–2 sided grids, one demonstration) packed
 to T = 32, a one-block 2-D RoPE decoder, and logits functions built from the labels
@@ -17,7 +17,7 @@ import pytest
 from conftest import TraceCounter
 from flax import nnx
 
-from grokjax.analysis.arc_decode import (
+from grokjax.data.arc_decode import (
     OUTPUT_TOKENS,
     attempts_exact,
     beam_decode,

@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from grokjax.errors import ConfigError
@@ -36,7 +37,7 @@ from grokjax.train.detect import GrokDetector
 from grokjax.train.loading import load_config, to_dict
 from grokjax.train.mesh import group_shardings, member_mesh, place
 from grokjax.train.state import Group, init_groups
-from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis
+from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis, task_data
 
 __all__ = [
     "RunResult",
@@ -188,9 +189,10 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
     jitted = jax.jit(
         fn,
         donate_argnums=0,
-        in_shardings=(state_shardings, None),
+        in_shardings=(state_shardings, None, None),
         out_shardings=(state_shardings, metric_shardings),
     )
+    data = place(task_data(task), NamedSharding(mesh, PartitionSpec()))  # replicated
 
     detector = GrokDetector(
         [g.size for g in groups], config.train_threshold, config.val_threshold, task.watch
@@ -240,7 +242,7 @@ def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
     stop.__enter__()
     try:
         for e in range(start_eval, total_evals):
-            states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32))
+            states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32), data)
             pending.append(((e + 1) * interval, metrics))
             last = e == total_evals - 1
             if len(pending) < config.evals_per_sync and not (last or stop.requested):

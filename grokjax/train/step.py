@@ -20,6 +20,7 @@ entropy to the optimizer as the extra argument ``activation_entropy``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ __all__ = [
     "make_interval_fn",
     "member_probe_context",
     "metric_names",
+    "task_data",
 ]
 
 _NOISE_SALT = 0x6E6F6973  # separates the input-noise stream from batch sampling
@@ -281,6 +283,12 @@ def resolve_member_axis(member_axis: str, num_devices: int) -> str:
     return "map" if num_devices == 1 and jax.default_backend() == "cpu" else "vmap"
 
 
+def task_data(task: Task) -> dict[str, jax.Array]:
+    """The task's arrays that :func:`make_interval_fn`'s ``data`` argument replaces."""
+    names = ("inputs_N", "labels_N", "difficulty_N")
+    return {n: getattr(task, n) for n in names if getattr(task, n) is not None}
+
+
 def make_interval_fn(
     groups: Sequence[Group],
     task: Task,
@@ -290,7 +298,8 @@ def make_interval_fn(
     probes: Sequence[Callable] = (),
     unroll: int = 1,
 ):
-    """``fn(states, start_step) -> (states, metrics)`` for one evaluation interval.
+    """``fn(states, start_step, data=None) -> (states, metrics)`` for one evaluation
+    interval.
 
     ``metrics`` holds one dict per group of ``(M,)`` arrays named as in
     :func:`metric_names` (losses in at least float32, float64 for a float64 loss).
@@ -302,21 +311,25 @@ def make_interval_fn(
     straight-line code per iteration of the interval's loop (``unroll = interval``
     removes the loop; it costs compile time and memory and pays only where XLA compiles
     an op worse inside a loop).
-    """
-    steps = [functools.partial(_group_step, g, task, member_axis) for g in groups]
-    evals = [
-        _over_members(functools.partial(_member_eval, g, task, tuple(probes)), member_axis, 3)
-        for g in groups
-    ]
-    keep_last = uses_last_step(probes)  # else the carry holds no gradients
 
+    ``data`` (:func:`task_data`), when given, replaces the task's arrays: passed as an
+    argument of the jitted function they stay device buffers, where closed-over arrays
+    would be embedded in the program as constants (slow to compile for a large table).
+    """
+    keep_last = uses_last_step(probes)  # else the carry holds no gradients
     shuffle = task.sampling == "epoch"
     spans = task.epochs_spanned(interval) if shuffle else 0
-    permute = _over_members(
-        lambda st, first: task.epoch_permutations(st.key, first, spans), member_axis
-    )
 
-    def interval_fn(states: list[GroupState], start_step: jax.Array):
+    def interval_fn(states: list[GroupState], start_step: jax.Array, data=None):
+        t = task if data is None else dataclasses.replace(task, **data)
+        steps = [functools.partial(_group_step, g, t, member_axis) for g in groups]
+        evals = [
+            _over_members(functools.partial(_member_eval, g, t, tuple(probes)), member_axis, 3)
+            for g in groups
+        ]
+        permute = _over_members(
+            lambda st, first: t.epoch_permutations(st.key, first, spans), member_axis
+        )
         # The shuffles this interval needs, computed once per member (not once per step).
         first_epoch = start_step // task.steps_per_epoch
         perms = [permute(st, first_epoch) if shuffle else None for st in states]

@@ -59,20 +59,25 @@ def _title(record: RunRecord) -> str:
     data = record.config["data"]
     if data.get("kind") == "sparse_parity":
         task = f"sparse parity (k {data['parity_bits']}, n {data['noise_bits']})"
-    elif data.get("kind") in ("gaussian", "text", "lm"):
+    elif data.get("kind") in ("gaussian", "text", "lm", "arc"):
         task = synthetic_task(data)
     else:
         task = f"{data['op']} mod {data['p']}"
     cfg = record.config
     precision = cfg.get("dtype", "float32")
     loss = loss_summary(cfg)
-    return (
-        f"{record.config['name']}: {task}, {data['train_fraction']:.0%} train, "
-        f"{precision} params, {loss}"
-    )
+    fraction = f", {data['train_fraction']:.0%} train" if "train_fraction" in data else ""
+    return f"{record.config['name']}: {task}{fraction}, {precision} params, {loss}"
 
 
 def synthetic_task(data: dict) -> str:
+    if data["kind"] == "arc":
+        real = ", ".join(data.get("real_train", ())) or "none"
+        return (
+            f"ARC-format tasks ({data['train_tasks']} generated per family of "
+            f"{len(data['families'])}, sides {data['min_side']}–{data['max_side']}; real: "
+            f"{real}), ≤ {data['max_len']} tokens"
+        )
     if data["kind"] == "lm":
         source = data.get("text_path") or "pydoc_data text"
         tokens = data.get("tokenizer", "bytes")

@@ -73,11 +73,12 @@ def _data_line(data: dict) -> str:
             f"sparse parity, {data['parity_bits']} parity + {data['noise_bits']} noise bits, "
             f"{data['num_samples']} samples"
         )
-    elif data.get("kind") in ("gaussian", "text", "lm"):
+    elif data.get("kind") in ("gaussian", "text", "lm", "arc"):
         task = synthetic_task(data)
     else:
         task = f"`{data['op']}` mod {data['p']}"
-    return f"- data: {task}, {data['train_fraction']:.0%} train, encoding `{data['encoding']}`"
+    fraction = f", {data['train_fraction']:.0%} train" if "train_fraction" in data else ""
+    return f"- data: {task}{fraction}, encoding `{data['encoding']}`"
 
 
 def _model_line(model: dict) -> str:
