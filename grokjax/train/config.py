@@ -77,6 +77,9 @@ class ExperimentConfig:
     divergence_factor: float = 1e4
     shard_members: bool = True
     member_axis: str = "auto"
+    # evaluations of the trained members under other settings, run after training
+    # (grokjax.evaluate): [{label, set = {dotted key = value}, methods, finetune_steps}]
+    evaluations: tuple[dict[str, Any], ...] = ()
     # Steps unrolled into straight-line code per loop iteration of an interval. Costs
     # compile time and memory (every unrolled step's buffers); helps only where XLA
     # compiles an op worse inside a loop.
@@ -180,6 +183,12 @@ class ExperimentConfig:
                     method.activation,
                 )
                 self.method_model(method).validate(f"methods.{i}")
+            if method.model:
+                self.method_model(method).validate(f"methods.{i}.model")
+        if self.evaluations:
+            from grokjax.evaluate import evaluations_of  # it builds on the engine
+
+            evaluations_of(self)
         if self.track_entropy:
             check(
                 "model.kind",
@@ -219,10 +228,23 @@ class ExperimentConfig:
         return out
 
     def method_model(self, method: MethodConfig) -> Any:
-        """The model ``method`` trains: the experiment's, with the method's activation."""
+        """The model ``method`` trains: the experiment's, with the method's activation
+        and its ``model`` values."""
+        model = self.model
         if method.activation:
-            return dataclasses.replace(self.model, activation=method.activation)
-        return self.model
+            model = dataclasses.replace(model, activation=method.activation)
+        if method.model:
+            from grokjax.train.loading import from_dict, to_dict  # loading imports config
+
+            i = self.methods.index(method) if method in self.methods else "?"
+            check(
+                f"methods.{i}.model.kind",
+                "kind" not in method.model,
+                "left out (the experiment's model kind; a method changes its settings)",
+                method.model.get("kind"),
+            )
+            model = from_dict(type(model), {**to_dict(model), **method.model}, f"methods.{i}.model")
+        return model
 
     def method_loss(self, method: MethodConfig) -> tuple[str, str]:
         """``(normalizer, loss dtype)`` of ``method``: its own, else the experiment's."""

@@ -150,15 +150,19 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
-    """Apply ``key=value`` overrides (dotted keys, TOML values) and re-validate."""
+    """Apply ``key=value`` overrides (dotted keys, TOML values), or ``(key, value)``
+    pairs of parsed values, and re-validate."""
     data = to_dict(config)
     changed_kind: dict[str, str] = {}
     kinds_of = {"data": DATA_KINDS, "model": MODEL_KINDS}
     explicit: set[tuple[str, ...]] = set()
     for item in overrides:
-        if "=" not in item:
+        if isinstance(item, tuple):
+            key, text = item
+        elif "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. steps=2000.")
-        key, text = item.split("=", 1)
+        else:
+            key, text = item.split("=", 1)
         parts = key.strip().split(".")
         node = data
         for depth, part in enumerate(parts[:-1]):
@@ -179,7 +183,7 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
             raise ConfigError(
                 f"override {key!r}: give a field of a list entry, e.g. methods.0.seeds."
             )
-        value = _parse_value(text.strip())
+        value = text if isinstance(item, tuple) else _parse_value(text.strip())
         switch = len(parts) == 2 and parts[0] in kinds_of and parts[1] == "kind"
         if switch and node.get("kind") in kinds_of[parts[0]] and node.get("kind") != value:
             changed_kind.setdefault(parts[0], node.get("kind"))  # the config's own kind

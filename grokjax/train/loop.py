@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,7 @@ def run_experiment(
     devices: list[Any] | None = None,
     warn: bool = True,
     from_step: int | None = None,
+    start_params: Sequence[Any] | None = None,
 ) -> RunResult:
     """Train every member of every method of ``config``; see the module docstring.
 
@@ -133,6 +135,9 @@ def run_experiment(
             ``config.shard_members``; otherwise the first device only).
         warn: issue :meth:`ExperimentConfig.precision_warnings` as ``RuntimeWarning``
             (the command line prints them itself).
+        start_params: per method, its members' stacked parameters to start from
+            instead of the initialisation (fine-tuning a trained run); the optimizer
+            state starts fresh.
 
     Raises:
         TrainingDiverged: a member's loss or parameters became non-finite. Metrics up
@@ -146,7 +151,7 @@ def run_experiment(
     for message in config.precision_warnings() if warn else []:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     with jax.enable_x64(True) if config.needs_x64 else contextlib.nullcontext():
-        return _run(config, run_dir, resume, progress, devices, from_step)
+        return _run(config, run_dir, resume, progress, devices, from_step, start_params)
 
 
 def _token_budget(config: ExperimentConfig, task, states) -> ExperimentConfig:
@@ -160,9 +165,32 @@ def _token_budget(config: ExperimentConfig, task, states) -> ExperimentConfig:
     return dataclasses.replace(config, steps=steps)
 
 
-def _run(config, run_dir, resume, progress, devices, from_step) -> RunResult:
+def _start_from(states, groups, start_params):
+    """``states`` with the given parameters (and optimizer states re-initialised on them)."""
+    if len(start_params) != len(states):
+        raise ConfigError(
+            f"start_params: {len(start_params)} groups given, the run has {len(states)}."
+        )
+    out = []
+    for group, state, params in zip(groups, states, start_params, strict=True):
+        want = jax.tree.map(lambda x: (x.shape, x.dtype), state.params)
+        got = jax.tree.map(lambda x: (x.shape, x.dtype), params)
+        if want != got:
+            raise ConfigError(
+                f"start_params of method {group.method.label!r} do not fit its model: a "
+                "fine-tune may change the data and evaluation settings, not the model's shapes."
+            )
+        params = jax.tree.map(jnp.copy, params)  # the run donates its state: keep the caller's
+        keep = state.init_params is not None
+        out.append(state._replace(params=params, init_params=params if keep else None))
+    return out
+
+
+def _run(config, run_dir, resume, progress, devices, from_step, start_params=None) -> RunResult:
     start_time = time.perf_counter()
     task, groups, states = init_groups(config)
+    if start_params is not None:
+        states = _start_from(states, groups, start_params)
     config = _token_budget(config, task, states)
     interval = config.eval_interval(task.num_train)
     total_evals = math.ceil(config.steps / interval)

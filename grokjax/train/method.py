@@ -29,6 +29,8 @@ class MethodConfig:
     ``[[end_epoch, threshold], …]``: before ``end_epoch`` only training rows whose
     difficulty (defined by the data kind) is ≤ ``threshold`` enter the loss, after the
     last stage all do (:meth:`Task.admitted <grokjax.data.task.Task.admitted>`).
+    ``model``: the method's own values of ``[model]`` keys (e.g. ``{ positions =
+    "rope2d" }``), so methods may compare model variants in one program.
     """
 
     label: str
@@ -40,6 +42,7 @@ class MethodConfig:
     input_noise: float = 0.0  # σ of Gaussian noise added to each batch's inputs
     activation: str = ""  # "" = the model's; a Mamba model's activation for this method
     curriculum: tuple[tuple[int, float], ...] = ()
+    model: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
         _check(f"{path}.label", bool(self.label), "a non-empty string", self.label)

@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 
 from grokjax.viz.analysis import analysis_section
+from grokjax.viz.arc import arc_section, evaluations_section
 from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
 from grokjax.viz.lm import is_lm, lm_findings, lm_levels_table, lm_table
 from grokjax.viz.plots import loss_summary, synthetic_task, write_figures
@@ -173,6 +174,9 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
                 f"{s['pump_steps']} steps.",
                 "",
             ]
+    for section in (arc_section(record), evaluations_section(run_dir)):
+        if section:
+            lines += [section, ""]
     if extra:
         lines += [extra, ""]
     lines += [
