@@ -217,3 +217,19 @@ def test_bad_arc_configs_name_the_key(changes, match):
 def test_models_that_cannot_read_grid_sequences_are_refused():
     with pytest.raises(ConfigError, match=r"model\.kind"):
         _config(**{"model": {"kind": "hooked"}})
+
+
+def test_arc_data_reads_folders_and_skips_or_names_malformed_files(tmp_path):
+    from grokjax.data.arc import save_tasks
+    from grokjax.errors import DataError
+
+    tasks = arc_generate.generate_tasks("transpose", 5, 3, min_side=2, max_side=3)
+    save_tasks(tasks, tmp_path / "dataset" / "Mini" / "data")
+    (tmp_path / "dataset" / "Mini" / "data" / "broken.json").write_text('{"train": [')
+    folder = str(tmp_path)
+    skip = ArcData(train_tasks=4, val_tasks=2, real_val=(folder,), on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 1 malformed"):
+        task, _ = skip.build(4, "epoch", "float32", [0])
+    assert task.facts["sets"].val_tasks[folder] == (5, 5)
+    with pytest.raises(DataError, match=r"broken\.json"):
+        ArcData(train_tasks=4, val_tasks=2, real_val=(folder,)).build(4, "epoch", "float32", [0])

