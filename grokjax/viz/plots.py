@@ -72,11 +72,11 @@ def _title(record: RunRecord) -> str:
 
 def synthetic_task(data: dict) -> str:
     if data["kind"] == "arc":
-        real = ", ".join(data.get("real_train", ())) or "none"
+        gen, real = data["generated"], data["real"]
         return (
-            f"ARC-format tasks ({data['train_tasks']} generated per family of "
-            f"{len(data['families'])}, sides {data['min_side']}–{data['max_side']}; real: "
-            f"{real}), ≤ {data['max_len']} tokens"
+            f"ARC-format tasks ({gen['train_tasks']} generated per family of "
+            f"{len(gen['families'])}, sides {gen['min_side']}–{gen['max_side']}; real: "
+            f"{', '.join(real['train']) or 'none'}), ≤ {data['max_len']} tokens"
         )
     if data["kind"] == "lm":
         source = data.get("text_path") or "pydoc_data text"
