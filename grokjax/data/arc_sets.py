@@ -22,7 +22,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax.numpy as jnp
 import numpy as np
@@ -90,7 +90,6 @@ class ArcSets:
     val_groups: tuple[str, ...]
     val_tasks: Mapping[str, tuple[int, int]]  # group → (tasks, tasks that fit)
     train_tasks: Mapping[str, tuple[int, int]]  # source → (tasks, tasks that fit)
-    notes: tuple[str, ...] = field(default=())
 
 
 def build_arc_task(
