@@ -8,6 +8,11 @@ tests swap in a launcher that runs the same kernels in Triton's interpreter thro
 CPU. The forward saves ``(B, ⌈L/CHUNK⌉, D, N)`` float32 state checkpoints as its only
 residual beyond the inputs; the backward's per-program partial sums are summed here.
 
+Two forward kernels produce the same outputs (``variant``): ``"sequential"``, one
+step at a time, and ``"parallel"``, tiles of ``tile`` steps scanned with
+``tl.associative_scan`` and the state carried from tile to tile. The backward is the
+same for both.
+
 Untested on a GPU. jax-triton's ``triton_call`` may have no ``vmap`` rule: train
 Mamba members with ``member_axis = "map"`` (or the reference backend) until a ``vmap``
 of this backend has run on one.
@@ -22,7 +27,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["available", "launch", "triton_selective_scan"]
+__all__ = ["FORWARD_VARIANT", "VARIANTS", "available", "launch", "triton_selective_scan"]
 
 
 def _jax_triton_call(*args, **kwargs):
@@ -41,6 +46,14 @@ def _jax_triton_call(*args, **kwargs):
 #: The function that launches a kernel: ``launch(*inputs, kernel=, out_shape=, grid=,
 #: **constexprs)``, jax-triton's ``triton_call`` signature (replaceable, e.g. in tests).
 launch: Callable = _jax_triton_call
+
+#: The forward kernels: ``"sequential"`` (``selective_scan_fwd_kernel``) and
+#: ``"parallel"`` (``selective_scan_fwd_parallel_kernel``).
+VARIANTS = ("sequential", "parallel")
+
+#: The forward used when ``variant`` is None. The Triton backend uses the variant that
+#: a GPU benchmark has measured faster, and stays ``"sequential"`` until one has.
+FORWARD_VARIANT = "sequential"
 
 
 def available() -> bool:
@@ -61,13 +74,15 @@ def _kernels():
     return k
 
 
-def _config(u, A, block_d: int, chunk: int) -> dict:
+def _config(u, A, block_d: int, chunk: int, tile: int | None = None) -> dict:
     b, length, d = u.shape
-    return _kernels().launch_config(b, length, d, A.shape[1], block_d=block_d, chunk=chunk)
+    return _kernels().launch_config(
+        b, length, d, A.shape[1], block_d=block_d, chunk=chunk, tile=tile
+    )
 
 
-def _meta(cfg, has_d, has_bias, softplus, gate):
-    return dict(
+def _meta(cfg, has_d, has_bias, softplus, gate, num_warps, num_stages):
+    meta = dict(
         HAS_D=has_d,
         HAS_BIAS=has_bias,
         SOFTPLUS=softplus,
@@ -75,24 +90,36 @@ def _meta(cfg, has_d, has_bias, softplus, gate):
         BLOCK_D=cfg["BLOCK_D"],
         N=cfg["N"],
         CHUNK=cfg["CHUNK"],
+        num_warps=num_warps,
     )
+    if "T" in cfg:
+        meta["T"] = cfg["T"]
+    if num_stages is not None:
+        meta["num_stages"] = num_stages
+    return meta
 
 
 def _forward(static, u, delta, A, B, C, D, z, bias, k):
-    softplus, gate, has_d, has_bias, block_d, chunk = static
-    cfg = _config(u, A, block_d, chunk)
+    softplus, gate, has_d, has_bias, block_d, chunk, variant, tile, num_warps, num_stages = static
+    parallel = variant == "parallel"
+    cfg = _config(u, A, block_d, chunk, tile if parallel else None)
     b, length, d = u.shape
     n = A.shape[1]
+    kernels = _kernels()
     y, last, ckpt = launch(
         u, delta, A, B, C, D, z, bias, k, length, d,
-        kernel=_kernels().selective_scan_fwd_kernel,
+        kernel=(
+            kernels.selective_scan_fwd_parallel_kernel
+            if parallel
+            else kernels.selective_scan_fwd_kernel
+        ),
         out_shape=[
             jax.ShapeDtypeStruct(u.shape, u.dtype),
             jax.ShapeDtypeStruct((b, d, n), jnp.float32),
             jax.ShapeDtypeStruct((b, cfg["n_chunks"], d, n), jnp.float32),
         ],
         grid=cfg["grid"],
-        **_meta(cfg, has_d, has_bias, softplus, gate),
+        **_meta(cfg, has_d, has_bias, softplus, gate, num_warps, num_stages),
     )  # fmt: skip
     return y, last, ckpt
 
@@ -109,7 +136,7 @@ def _scan_fwd(static, u, delta, A, B, C, D, z, bias, k):
 
 
 def _scan_bwd(static, residuals, cotangents):
-    softplus, gate, has_d, has_bias, block_d, chunk = static
+    softplus, gate, has_d, has_bias, block_d, chunk, _, _, num_warps, num_stages = static
     u, delta, A, B, C, D, z, bias, k, ckpt = residuals
     dy, dlast = cotangents
     cfg = _config(u, A, block_d, chunk)
@@ -134,7 +161,7 @@ def _scan_bwd(static, residuals, cotangents):
         ],
         grid=cfg["grid"],
         zeroed_outputs=(3,),  # dz stays 0 without a gate
-        **_meta(cfg, has_d, has_bias, softplus, gate),
+        **_meta(cfg, has_d, has_bias, softplus, gate, num_warps, num_stages),
     )  # fmt: skip
     _, du, ddelta, dz, dA, dD, dbias, dk, dB, dC = outs
     return (
@@ -153,19 +180,56 @@ def _scan_bwd(static, residuals, cotangents):
 _scan.defvjp(_scan_fwd, _scan_bwd)
 
 
+def _positive_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
+def _check_options(variant, tile, chunk, num_warps, num_stages) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r}: choose one of {VARIANTS} (or None).")
+    if not _positive_int(tile) or tile & (tile - 1):
+        raise ValueError(f"tile={tile!r}: the parallel forward's tile must be a power of two.")
+    if not _positive_int(num_warps) or num_warps & (num_warps - 1):
+        raise ValueError(f"num_warps={num_warps!r}: must be a power of two (1, 2, 4, 8, ...).")
+    if num_stages is not None and not _positive_int(num_stages):
+        raise ValueError(f"num_stages={num_stages!r}: must be a positive int or None.")
+    if variant == "parallel" and _positive_int(chunk) and chunk % tile:
+        raise ValueError(
+            f"chunk={chunk} is not a multiple of tile={tile}: the parallel forward stores "
+            "checkpoints at tile starts, so chunk must be a multiple of tile."
+        )
+
+
 def triton_selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, gate="silu",
-    gate_k=None, *, block_d: int = 32, chunk: int = 64,
+    gate_k=None, *, block_d: int = 32, chunk: int = 64, variant: str | None = None,
+    tile: int = 16, num_warps: int = 4, num_stages: int | None = None,
 ):  # fmt: skip
     """``(y, last state)`` of the selective scan on the Triton kernels; arguments as
     :func:`grokjax.ops.selective_scan` (already validated there). Differentiable in
-    every array argument, ``gate_k`` included."""
+    every array argument, ``gate_k`` included.
+
+    Launch options: ``block_d`` channels per program (a power of two); ``chunk`` steps
+    between the state checkpoints the backward restarts from; ``variant`` the forward
+    kernel (:data:`VARIANTS`; None: :data:`FORWARD_VARIANT`); ``tile`` the parallel
+    forward's time tile ``T`` (a power of two dividing ``chunk``; ignored by the
+    sequential forward). The default 16 is the largest tile whose ``(T, BLOCK_D, N)``
+    float32 tensors compile for sm_90 without register spills at ``block_d=32``,
+    ``N=16`` and 4 warps; ``tile=32`` needs 8 warps there. ``num_warps`` and
+    ``num_stages`` (None: jax-triton's default) go to every launch, forward and
+    backward. Bad values raise ``ValueError`` naming the keyword.
+    """
+    variant = FORWARD_VARIANT if variant is None else variant
+    _check_options(variant, tile, chunk, num_warps, num_stages)
     dim = u.shape[-1]
     has_d, has_bias = D is not None, delta_bias is not None
     D = jnp.zeros((dim,), jnp.float32) if D is None else D
     bias = jnp.zeros((dim,), jnp.float32) if delta_bias is None else delta_bias
     z = jnp.zeros_like(u) if z is None else z
     k = jnp.reshape(jnp.asarray(1.0 if gate_k is None else gate_k, jnp.float32), (1,))
-    static = (bool(delta_softplus), gate, has_d, has_bias, block_d, chunk)
+    static = (
+        bool(delta_softplus), gate, has_d, has_bias, block_d, chunk,
+        variant, tile, num_warps, num_stages,
+    )  # fmt: skip
     y, last = _scan(static, u, delta, A.astype(jnp.float32), B, C, D, z, bias, k)
     return y, last
