@@ -391,9 +391,19 @@ def test_launch_options_reach_the_launch_and_bad_ones_raise(rng, monkeypatch):
     assert launch_config(1, 5, 4, 4, chunk=64, tile=32)["T"] == 8  # cut to the length
 
 
-def test_triton_backend_refuses_without_a_gpu(rng):
-    from grokjax.ops import selective_scan
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_triton_backend_refuses_without_a_gpu_and_runs_with_one(gpu, rng):
+    """Without a CUDA GPU ``backend="triton"`` refuses; with one (where this module's
+    interpreter tests run too) the real backend is checked against the reference."""
+    from test_selective_scan import check_triton_on_gpu
 
+    from grokjax.ops import selective_scan, triton_scan
+
+    if gpu != triton_scan.available():
+        pytest.skip("needs a CUDA GPU and jax-triton" if gpu else "the refusal needs no CUDA GPU")
+    if gpu:
+        check_triton_on_gpu()
+        return
     x = {k: jnp.asarray(v) for k, v in inputs(rng, 1, 3, 2, 2).items()}
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         selective_scan(**x, backend="triton")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,14 +188,111 @@ def test_decode_steps_reproduce_the_scan(rng):
     np.testing.assert_allclose(np.asarray(state), np.asarray(h_scan), rtol=1e-5, atol=1e-6)
 
 
-def test_auto_backend_jit_and_errors(rng):
-    x = {k: jnp.asarray(v) for k, v in inputs(rng, 1, 4, 2, 2).items()}
-    auto = jax.jit(lambda a: selective_scan(**a))(x)
-    np.testing.assert_allclose(
-        np.asarray(auto), np.asarray(selective_scan(**x, backend="reference")), rtol=1e-6
+def triton_matches_reference(seed: int = 0, shape=(2, 150, 40, 16)) -> None:
+    """On a CUDA GPU: the Triton backend against the reference at a small shape.
+
+    Output, last state and the gradient of every argument (``gate_k`` included) for each
+    forward variant, ``backend="triton"`` and ``"auto"`` (which picks Triton there)
+    through :func:`selective_scan`, and a bfloat16 forward. At the default ``shape`` the
+    length spans several checkpoint chunks and the channels several blocks, neither a
+    multiple of them, so the masked tails run too. Matmuls at full float32: XLA may use
+    TF32 on a GPU by default.
+    """
+    from grokjax.ops import triton_scan
+
+    rng = np.random.default_rng(seed)
+    b, length, d, n = shape
+    x = {k: jnp.asarray(v) for k, v in inputs(rng, b, length, d, n).items()}
+    w = jnp.asarray(rng.standard_normal((b, length, d)), jnp.float32)
+
+    def loss(args, k, scan):
+        y, h = scan(args, k)
+        return jnp.sum(y * w) + jnp.sum(h**2), (y, h)
+
+    def reference(args, k):
+        return selective_scan(
+            **args, delta_softplus=True, gate="swelu", gate_k=k, return_last_state=True,
+            backend="reference",
+        )  # fmt: skip
+
+    def via_dispatch(args, k):
+        return selective_scan(
+            **args, delta_softplus=True, gate="swelu", gate_k=k, return_last_state=True,
+            backend="triton",
+        )  # fmt: skip
+
+    def variant(name):
+        return lambda args, k: triton_scan.triton_selective_scan(
+            **args, delta_softplus=True, gate="swelu", gate_k=k, variant=name
+        )
+
+    candidates = {"backend='triton'": via_dispatch}
+    for name in getattr(triton_scan, "VARIANTS", ()):
+        candidates[f"variant={name!r}"] = variant(name)
+    with jax.default_matmul_precision("highest"):
+        grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True), static_argnums=2)
+        (_, (y_ref, h_ref)), g_ref = grad(x, 1.2, reference)
+        for label, scan in candidates.items():
+            (_, (y, h)), g = grad(x, 1.2, scan)
+            np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5, err_msg=f"{label}: y")
+            np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-5, err_msg=f"{label}: h")
+            for name in x:
+                np.testing.assert_allclose(
+                    g[0][name], g_ref[0][name], rtol=1e-4, atol=1e-5, err_msg=f"{label}: d{name}"
+                )
+            np.testing.assert_allclose(g[1], g_ref[1], rtol=1e-4, err_msg=f"{label}: dgate_k")
+        # softplus keeps exp(dt·A) ≤ 1: a raw delta grows the state without bound over 150 steps
+        auto = jax.jit(lambda a: selective_scan(**a, delta_softplus=True))(x)
+        y_ref = selective_scan(**x, delta_softplus=True, backend="reference")
+        np.testing.assert_allclose(auto, y_ref, rtol=1e-5, atol=1e-5, err_msg="auto")
+        half = {k: v.astype(jnp.bfloat16) if v.ndim == 3 else v for k, v in x.items()}
+        y16, y16_ref = (
+            selective_scan(**half, delta_softplus=True, backend=backend).astype(jnp.float32)
+            for backend in ("triton", "reference")
+        )
+        np.testing.assert_allclose(y16, y16_ref, rtol=2e-2, atol=2e-2, err_msg="bfloat16 y")
+
+
+@functools.cache
+def check_triton_on_gpu() -> None:
+    """:func:`triton_matches_reference`, once per process: here, or in a fresh process
+    when this one has ``TRITON_INTERPRET=1`` (tests/test_kernels.py sets it), since
+    kernels defined under Triton's interpreter cannot be compiled for the GPU."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        triton_matches_reference()
+        return
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # this process may hold most of the GPU
+    code = "import test_selective_scan as t; t.triton_matches_reference()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    with pytest.raises(ValueError, match=r"backend='triton' needs a CUDA GPU"):
-        selective_scan(**x, backend="triton")
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_auto_backend_jit_and_errors(gpu, rng):
+    """Without a CUDA GPU ``"auto"`` is the reference and ``"triton"`` refuses; with one
+    both run the Triton kernels, checked against the reference instead."""
+    from grokjax.ops import triton_scan
+
+    if gpu != triton_scan.available():
+        pytest.skip("needs a CUDA GPU and jax-triton" if gpu else "the refusal needs no CUDA GPU")
+    x = {k: jnp.asarray(v) for k, v in inputs(rng, 1, 4, 2, 2).items()}
+    if gpu:
+        check_triton_on_gpu()
+    else:
+        auto = jax.jit(lambda a: selective_scan(**a))(x)
+        np.testing.assert_allclose(
+            np.asarray(auto), np.asarray(selective_scan(**x, backend="reference")), rtol=1e-6
+        )
+        with pytest.raises(ValueError, match=r"backend='triton' needs a CUDA GPU"):
+            selective_scan(**x, backend="triton")
     with pytest.raises(ValueError, match="backend='cuda'"):
         selective_scan(**x, backend="cuda")
     with pytest.raises(ValueError, match="pass z"):
