@@ -185,6 +185,12 @@ KERNELS: dict[str, KernelSpec] = {
             io_args=frozenset({"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr"}),
         ),
         KernelSpec(
+            name="selective_scan_fwd_parallel",
+            fn=selective_scan.selective_scan_fwd_parallel_kernel,
+            io_args=frozenset({"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr"}),
+            extra_constexprs={"T": 16},  # triton_selective_scan's default tile
+        ),
+        KernelSpec(
             name="selective_scan_bwd",
             fn=selective_scan.selective_scan_bwd_kernel,
             io_args=frozenset({"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dy_ptr"}),

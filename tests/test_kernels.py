@@ -391,6 +391,21 @@ def test_launch_options_reach_the_launch_and_bad_ones_raise(rng, monkeypatch):
     assert launch_config(1, 5, 4, 4, chunk=64, tile=32)["T"] == 8  # cut to the length
 
 
+def test_aot_registry_compiles_the_parallel_forward_at_the_default_tile():
+    """``grokjax.kernels.aot`` (the sm_90 register/spill report) compiles the parallel
+    forward at the tile ``triton_selective_scan`` launches it with by default."""
+    import inspect
+
+    from grokjax.kernels.aot import KERNELS
+
+    from grokjax.ops.triton_scan import triton_selective_scan
+
+    spec = KERNELS["selective_scan_fwd_parallel"]
+    assert spec.fn is selective_scan_fwd_parallel_kernel
+    default_tile = inspect.signature(triton_selective_scan).parameters["tile"].default
+    assert spec.extra_constexprs["T"] == default_tile
+
+
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
 def test_triton_backend_refuses_without_a_gpu_and_runs_with_one(gpu, rng):
     """Without a CUDA GPU ``backend="triton"`` refuses; with one (where this module's

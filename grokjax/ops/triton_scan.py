@@ -215,9 +215,10 @@ def triton_selective_scan(
     forward's time tile ``T`` (a power of two dividing ``chunk``; ignored by the
     sequential forward). The default 16 is the largest tile whose ``(T, BLOCK_D, N)``
     float32 tensors compile for sm_90 without register spills at ``block_d=32``,
-    ``N=16`` and 4 warps; ``tile=32`` needs 8 warps there. ``num_warps`` and
-    ``num_stages`` (None: jax-triton's default) go to every launch, forward and
-    backward. Bad values raise ``ValueError`` naming the keyword.
+    ``N=16`` and 4 warps (``python -m grokjax.kernels.report``); ``tile=32`` needs 8
+    warps there. ``num_warps`` and ``num_stages`` (None: jax-triton's default) go to
+    every launch, forward and backward. Bad values raise ``ValueError`` naming the
+    keyword.
     """
     variant = FORWARD_VARIANT if variant is None else variant
     _check_options(variant, tile, chunk, num_warps, num_stages)
