@@ -65,7 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: continue from this checkpoint step instead of the latest",
     )
     run.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs/)")
+    run.add_argument("--run-dir", help="write the new run exactly here (default: under --runs-dir)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    spread = run.add_argument_group(
+        "multi-process runs (jax.distributed; members are sharded over all processes' devices)"
+    )
+    spread.add_argument(
+        "--processes", type=int, metavar="N", help="start N processes on this machine"
+    )
+    spread.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    spread.add_argument("--process-id", type=int, metavar="I", help="this process's index")
+    spread.add_argument("--num-processes", type=int, metavar="N", help="how many processes")
+    spread.add_argument(
+        "--slurm", action="store_true", help="join the processes of this SLURM job (srun)"
+    )
 
     commands.add_parser("list", parents=[debug], help="list the experiments `grokjax run` accepts")
 
@@ -112,6 +125,15 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.from_step is not None and not args.resume:
         raise ConfigError("--from-step needs --resume RUN_DIR.")
+    if args.run_dir and args.resume:
+        raise ConfigError("--run-dir names a new run's folder; --resume continues RUN_DIR.")
+    if args.processes is not None:
+        return _launch(args)
+    joined = args.slurm or args.coordinator is not None
+    if joined:
+        from grokjax.launch import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id, slurm=args.slurm)
     if args.resume:
         steps = None
         for item in args.overrides:
@@ -135,11 +157,24 @@ def _run(args: argparse.Namespace) -> int:
         config = apply_overrides(resolve(args.config), args.overrides)
         if args.only:
             config = select_methods(config, args.only)
-        run_dir = new_run_dir(config, args.runs_dir)
-        print(f"{config.name}: writing {run_dir}")
-        _print_warnings(config)
+        run_dir = args.run_dir or new_run_dir(config, args.runs_dir)
+        if joined:
+            from grokjax.launch import broadcast_text
+
+            run_dir = broadcast_text(str(run_dir))
+        if _primary():
+            print(f"{config.name}: writing {run_dir}")
+            _print_warnings(config)
         result = run_experiment(config, run_dir=run_dir, progress=not args.no_progress, warn=False)
-    if result.config.evaluations:
+    if not _primary():
+        return 0
+    if joined and result.config.evaluations:
+        print(
+            "grokjax run: the config's evaluations run in one process: "
+            f"grokjax evaluate {result.run_dir}",
+            file=sys.stderr,
+        )
+    elif result.config.evaluations:
         from grokjax.evaluate import evaluate_run
 
         evaluate_run(result.run_dir, progress=not args.no_progress, report=False)
@@ -147,6 +182,33 @@ def _run(args: argparse.Namespace) -> int:
     print(report.read_text().split("## Figures")[0].rstrip())
     print(f"\nreport: {report}")
     return 0
+
+
+def _primary() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``--processes N``: this process starts N workers and waits for them."""
+    from grokjax.errors import ConfigError
+    from grokjax.launch import launch_local
+    from grokjax.train import apply_overrides, new_run_dir, resolve
+
+    if args.slurm or args.coordinator is not None:
+        raise ConfigError("--processes starts local processes: drop --coordinator/--slurm.")
+    argv = ["run"] + ([args.config] if args.config else [])
+    argv += [f"--set={o}" for o in args.overrides] + [f"--only={o}" for o in args.only]
+    argv += ["--no-progress"] * args.no_progress + ["--debug"] * args.debug
+    if args.resume:
+        run_dir = args.resume
+        argv += ["--resume", args.resume]
+        argv += ["--from-step", str(args.from_step)] if args.from_step is not None else []
+    else:
+        config = apply_overrides(resolve(args.config), args.overrides)
+        run_dir = str(args.run_dir or new_run_dir(config, args.runs_dir))
+    return launch_local(argv, args.processes, run_dir=run_dir, resume=bool(args.resume))
 
 
 def _print_warnings(config) -> None:

@@ -224,28 +224,35 @@ def test_every_experiment_file_is_a_valid_config():
 SHARDED_SCRIPT = textwrap.dedent(
     """
     import jax, numpy as np
-    from grokjax.train import apply_overrides, resolve, run_experiment, select_methods
+    from grokjax.train import apply_overrides, resolve, run_experiment
     assert len(jax.devices()) == 8, jax.devices()
+    # grokfast_ma: 8 members with the largest state; grokfast_ema: 3 members, padded to 8
     cfg = apply_overrides(resolve("grokfast_modmul"), {overrides!r})
-    cfg = select_methods(cfg, ["grokfast_ma"])  # 8 members with the largest state, 8 devices
     sharded = run_experiment(cfg, progress=False)
     single = run_experiment(cfg, progress=False, devices=jax.devices()[:1])
-    spec = sharded.final_states[0].params
-    leaf = jax.tree.leaves(spec)[0]
-    assert len(leaf.sharding.device_set) == 8, leaf.sharding
-    for k in ("train_loss", "val_loss", "val_acc"):
-        a, b = sharded.metric(0, k), single.metric(0, k)
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    for g, members in ((1, 3), (2, 8)):
+        leaf = jax.tree.leaves(sharded.final_states[g].params)[0]
+        assert leaf.shape[0] == members, leaf.shape  # the padding is dropped
+        for k in ("train_loss", "val_loss", "val_acc"):
+            a, b = sharded.metric(g, k), single.metric(g, k)
+            assert a.shape == (2, members), a.shape
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert sharded.compilations == 1
     print("SHARDED_OK", sharded.compilations, single.compilations)
     """
 )
 
 
 def test_sharded_over_eight_devices_equals_one_device():
+    """Members over 8 devices compute what one device computes, a group of 3 members
+    (padded with copies to 8) included."""
     overrides = [
         *TINY,
         "steps=20",
+        "eval_every=10",
         "methods.2.seeds=[0,1,2,3,4,5,6,7]",
+        "methods.1.seeds=[0,1,2]",
+        "methods.0.seeds=[0]",
     ]
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"

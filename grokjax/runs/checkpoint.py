@@ -65,9 +65,20 @@ def checkpoint_due(every: int, total_steps: int, steps_since: int, seconds_since
     return seconds_since >= 60 and steps_since >= 0.1 * total_steps
 
 
+def _host(tree: Any) -> Any:
+    """``tree`` on the host; arrays spread over several processes are gathered first
+    (every process must call this)."""
+    leaves = jax.tree.leaves(tree)
+    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def array_hashes(tree: Any) -> dict[str, str]:
     """SHA-256 of the bytes of every array leaf, keyed by its path in ``tree``."""
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    leaves = jax.tree_util.tree_flatten_with_path(_host(tree))[0]
     return {
         jax.tree_util.keystr(path): hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
         for path, x in leaves
@@ -111,6 +122,8 @@ class RunCheckpointer:
                 state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)
             ),
         )
+        if jax.process_index() != 0:  # process 0 writes the hashes of a multi-process run
+            return
         kept = {str(s) for s in self._manager.all_steps()} | {str(step)}
         tmp = self._hash_path.with_name(".sha256.json.tmp")
         tmp.write_text(json.dumps({s: h for s, h in hashes.items() if s in kept}) + "\n")
@@ -128,7 +141,7 @@ class RunCheckpointer:
         later = [s for s in self.all_steps() if s > step]
         for s in reversed(later):  # newest first: an interruption leaves a prefix
             self._manager.delete(s)
-        if later:
+        if later and jax.process_index() == 0:
             hashes = {s: h for s, h in self._hashes().items() if int(s) <= step}
             tmp = self._hash_path.with_name(".sha256.json.tmp")
             tmp.write_text(json.dumps(hashes) + "\n")

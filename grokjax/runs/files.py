@@ -21,6 +21,7 @@ import pathlib
 import sys
 from typing import Any
 
+import jax
 import numpy as np
 
 from grokjax.errors import RunFolderError
@@ -88,6 +89,8 @@ class RunFiles:
 
     def __init__(self, run_dir: pathlib.Path, groups: list[Any], keep_checkpoints: int = 3):
         self.dir, self.groups, self.metrics, self.tensorboard = run_dir, groups, None, None
+        # In a multi-process run process 0 writes the files; all save the checkpoints.
+        self.primary = jax.process_index() == 0
         run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpointer = RunCheckpointer(run_dir / "checkpoints", latest=keep_checkpoints)
 
@@ -120,7 +123,7 @@ class RunFiles:
                 "--from-step, or restore the file."
             )
         dropped = len(rows) - len(kept) + torn
-        if dropped:
+        if dropped and self.primary:
             cut = " (the last one cut off)" if torn else ""
             print(
                 f"grokjax: resuming from step {resume_step}: dropped {dropped} row(s) of "
@@ -144,6 +147,8 @@ class RunFiles:
         # reports read run directories without writing any
         from grokjax.runs.tensorboard import TensorBoardWriter
 
+        if not self.primary:
+            return
         path = self.dir / "metrics.jsonl"
         if resume_step is None:
             try:
@@ -165,6 +170,8 @@ class RunFiles:
     def write(self, step: int, host: list[dict[str, np.ndarray]], names, array_names) -> None:
         """One evaluation: a row per member (flushed), its scalars in TensorBoard's
         files, and the probes' arrays."""
+        if not self.primary:
+            return
         lines = []
         for g, (group, m) in enumerate(zip(self.groups, host, strict=True)):
             for i, (seed, hps) in enumerate(group.members):
@@ -189,7 +196,7 @@ class RunFiles:
         """With ``detector``, write ``grokking.json``; then close the files (waiting
         for a checkpoint in flight)."""
         try:
-            if detector is not None:
+            if detector is not None and self.primary:
                 rows = [
                     {"method": g.method.label, "member": i, "seed": seed, **hps}
                     | detector.member(gi, i)

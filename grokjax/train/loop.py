@@ -36,7 +36,15 @@ from grokjax.runs import RunFiles, checkpoint_due
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
 from grokjax.train.loading import load_config, to_dict
-from grokjax.train.mesh import group_shardings, member_mesh, place
+from grokjax.train.mesh import (
+    agree,
+    group_shardings,
+    is_primary,
+    member_mesh,
+    pad_members,
+    padded_size,
+    place,
+)
 from grokjax.train.state import Group, init_groups
 from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis, task_data
 
@@ -198,29 +206,43 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     if devices is None:
         devices = jax.devices() if config.shard_members else jax.devices()[:1]
     mesh = member_mesh(devices)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    # The real members as checkpoints hold them; padded copies (mesh.pad_members) fill
+    # each group up to a multiple of the device count for training.
+    sizes = [g.size for g in groups]
+    padded = [padded_size(m, len(devices)) for m in sizes]
+    real_shardings = [group_shardings(s, m, mesh) for s, m in zip(states, sizes, strict=True)]
+    states = place(states, real_shardings)
     state_shardings = [
-        group_shardings(s, g.size, mesh) for s, g in zip(states, groups, strict=True)
+        group_shardings(pad_members(s, m, p), p, mesh)
+        for s, m, p in zip(states, sizes, padded, strict=True)
     ]
+    pad = jax.jit(
+        lambda states: [pad_members(*a) for a in zip(states, sizes, padded, strict=True)],
+        out_shardings=state_shardings,
+    )
+    unpad = jax.jit(
+        lambda states: [
+            jax.tree.map(lambda x, m=m: x[:m], s) for s, m in zip(states, sizes, strict=True)
+        ],
+        out_shardings=real_shardings,
+    )
     # per group: methods may train model variants with their own activation shapes
     probes = config.probe_functions()
     names, array_names = zip(
         *(metric_names(g, task, probes, s) for g, s in zip(groups, states, strict=True)),
         strict=True,
     )
-    metric_shardings = [
-        {k: group_shardings(jnp.zeros(g.size), g.size, mesh) for k in (*n, *a)}
-        for g, n, a in zip(groups, names, array_names, strict=True)
-    ]
-    states = place(states, state_shardings)
     member_axis = resolve_member_axis(config.member_axis, len(devices))
     fn = make_interval_fn(groups, task, interval, member_axis, probes=probes, unroll=config.unroll)
     jitted = jax.jit(
         fn,
         donate_argnums=0,
         in_shardings=(state_shardings, None, None),
-        out_shardings=(state_shardings, metric_shardings),
+        # metrics replicated: every process reads them and takes the same decisions
+        out_shardings=(state_shardings, replicated),
     )
-    data = place(task_data(task), NamedSharding(mesh, PartitionSpec()))  # replicated
+    data = place(task_data(task), replicated)
 
     detector = GrokDetector(
         [g.size for g in groups], config.train_threshold, config.val_threshold, task.watch
@@ -234,7 +256,7 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
         try:  # a refused resume leaves the folder as it was
             resume_step, kept = None, []
             if resume:
-                states, meta = files.checkpointer.restore(states, from_step)
+                states, meta = files.checkpointer.restore(states, from_step)  # real members
                 resume_step, start_eval = meta["step"], meta["step"] // interval
                 if resume_step > config.steps:
                     raise ConfigError(
@@ -251,15 +273,18 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             files.close(None)
             raise
 
+    states = pad(states)
+
     def checkpoint(step: int) -> None:
-        files.checkpointer.save(step, states, {"step": step, "detector": detector.state_dict()})
+        meta = {"step": step, "detector": detector.state_dict()}
+        files.checkpointer.save(step, unpad(states) if padded != sizes else states, meta)
 
     last_ckpt_step = step = start_eval * interval
     last_ckpt_time = time.perf_counter()
     bar = tqdm(
         total=total_evals * interval,
         initial=step,
-        disable=not progress,
+        disable=not (progress and is_primary()),
         desc=config.name,
         unit="step",
         dynamic_ncols=True,
@@ -270,7 +295,7 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     stop.__enter__()
     try:
         for e in range(start_eval, total_evals):
-            states, metrics = jitted(states, jnp.asarray(e * interval, jnp.int32), data)
+            states, metrics = jitted(states, np.int32(e * interval), data)
             pending.append(((e + 1) * interval, metrics))
             last = e == total_evals - 1
             if len(pending) < config.evals_per_sync and not (last or stop.requested):
@@ -278,6 +303,7 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             for step, host in zip(
                 (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
             ):
+                host = [{k: v[:m] for k, v in h.items()} for h, m in zip(host, sizes, strict=True)]
                 _check_finite(result, host, step, math.log(task.num_classes))
                 result.steps.append(step)
                 for g, m in enumerate(host):
@@ -290,17 +316,15 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             bar.update(step - bar.n)
             bar.set_postfix_str(_postfix(result))
             done = config.stop_when_grokked and detector.all_generalised()
+            due = checkpoint_due(
+                config.checkpoint_every,
+                config.steps,
+                step - last_ckpt_step,
+                time.perf_counter() - last_ckpt_time,
+            )
+            due, stop.requested = agree(due, stop.requested)
             final = done or last or stop.requested  # saved after the loop
-            if (
-                files is not None
-                and not final
-                and checkpoint_due(
-                    config.checkpoint_every,
-                    config.steps,
-                    step - last_ckpt_step,
-                    time.perf_counter() - last_ckpt_time,
-                )
-            ):
+            if files is not None and not final and due:
                 checkpoint(step)
                 last_ckpt_step, last_ckpt_time = step, time.perf_counter()
             if done or stop.requested:
@@ -320,7 +344,7 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             stop.__exit__()
     result.seconds = time.perf_counter() - start_time
     result.compilations = jitted._cache_size()
-    result.final_states = states
+    result.final_states = unpad(states) if padded != sizes else states
     return result
 
 

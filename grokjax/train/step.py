@@ -346,7 +346,7 @@ def make_interval_fn(
             return (states, sums, last), None
 
         width = 3 if groups[0].features_fn is None else 6
-        zeros = [jnp.zeros((g.size, width), jnp.float32) for g in groups]
+        zeros = [jnp.zeros((st.key.shape[0], width), jnp.float32) for st in states]
         last = [(st.params, st.params) if keep_last else None for st in states]
         last = jax.tree.map(jnp.zeros_like, last)
         (states, sums, last), _ = lax.scan(

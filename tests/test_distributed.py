@@ -1,0 +1,103 @@
+"""Multi-process runs (``jax.distributed`` on localhost, CPU collectives through gloo):
+two processes train what one trains, and their checkpoints restore in one process
+and back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from grokjax.errors import ConfigError
+from grokjax.launch import initialize
+from grokjax.train import apply_overrides, resolve, resume_experiment, run_experiment
+
+# 3 members per method: two processes (a device each) pad every group to 4
+TINY = [
+    "data.p=11",
+    "data.op=x+y",
+    "data.y_min=0",
+    "model.width=16",
+    "model.heads=2",
+    "model.depth=1",
+    "batch_size=16",
+    "stop_when_grokked=false",
+    "eval_every=10",
+    "evals_per_sync=1",
+]
+METHODS = ["baseline", "grokfast_ema"]
+
+
+def config(steps: int):
+    cfg = apply_overrides(resolve("grokfast_quick"), [*TINY, f"steps={steps}"])
+    assert [m.label for m in cfg.methods] == METHODS and len(cfg.methods[0].seeds) == 3
+    return cfg
+
+
+def grokjax(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
+    return subprocess.run(
+        [sys.executable, "-m", "grokjax.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def rows(run_dir) -> dict[tuple, dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {(r["step"], r["group"], r["member"]): r for r in map(json.loads, lines)}
+
+
+def assert_same_metrics(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, row in a.items():
+        for name in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            # collective reductions may sum in another order
+            np.testing.assert_allclose(row[name], b[key][name], rtol=1e-5, err_msg=f"{key}")
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("dist") / "two"
+    sets = [f"--set={o}" for o in [*TINY, "steps=20"]]
+    proc = grokjax("run", "grokfast_quick", *sets, "--processes", "2", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return run_dir
+
+
+def test_two_processes_train_what_one_trains(two_process_run, tmp_path):
+    one = run_experiment(config(20), run_dir=tmp_path / "one", progress=False)
+    assert one.compilations == 1
+    assert_same_metrics(rows(two_process_run), rows(tmp_path / "one"))
+    # process 0 wrote the files; process 1's output went to its log
+    assert (two_process_run / "process_1.log").exists()
+    assert (two_process_run / "report.md").exists()
+
+
+def test_two_process_checkpoint_resumes_in_one_process_and_back(two_process_run, tmp_path):
+    """2 processes → 1 process (20 → 30 steps) → 2 processes (30 → 40 steps) equals
+    one uninterrupted process."""
+    reference = tmp_path / "reference"
+    run_experiment(config(40), run_dir=reference, progress=False)
+    resumed = tmp_path / "resumed"
+    subprocess.run(["cp", "-r", str(two_process_run), str(resumed)], check=True)
+    resume_experiment(resumed, steps=30, progress=False)
+    proc = grokjax("run", "--resume", str(resumed), "--set=steps=40", "--processes", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert_same_metrics(rows(resumed), rows(reference))
+
+
+def test_bad_process_arguments_are_named():
+    with pytest.raises(ConfigError, match="--process-id 2 is outside 0 … 1"):
+        initialize("127.0.0.1:1", 2, 2)
+    with pytest.raises(ConfigError, match="needs --coordinator HOST:PORT, --process-id I"):
+        initialize("127.0.0.1:1", None, 0)
+    proc = grokjax("run", "grokfast_quick", "--processes", "2", "--coordinator", "h:1")
+    assert proc.returncode == 2
+    assert "--processes starts local processes" in proc.stderr
