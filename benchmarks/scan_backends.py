@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import itertools
 import math
 import os
 import sys
@@ -240,46 +241,44 @@ def run_sweep(args, dtype) -> bool:
     best = {v: (math.inf, dict(d)) for v, d in variants.items()}
     default_ms, seen, ok = {}, set(), True
     for i in range(max((len(s) for s in stages.values()), default=0)):
-        for variant in variants:
-            if i >= len(stages[variant]):
+        base = {v: dict(best[v][1]) for v in variants}
+        # the variants' changes in turn, so that a budget spent mid-stage leaves both swept
+        queue = [[(v, c) for c in stages[v][i]] for v in variants if i < len(stages[v])]
+        for variant, change in (x for row in itertools.zip_longest(*queue) for x in row if x):
+            options = base[variant] | change
+            key = tuple(sorted(options.items(), key=str))
+            if key in seen or options["chunk"] % options.get("tile", 1):
                 continue
-            base = dict(best[variant][1])
-            for change in stages[variant][i]:
-                options = base | change
-                key = tuple(sorted(options.items(), key=str))
-                if key in seen or options["chunk"] % options.get("tile", 1):
-                    continue
-                seen.add(key)
-                if time.monotonic() > deadline:
-                    print(f"stopped: the {args.budget_s:g} s budget is spent")
-                    return report_best(best, reference) and ok
-                try:
-                    fn = jax.jit(triton_forward(**options))
-                    ms = timed(fn, inputs, args.repeats, args.rounds)
-                except Exception as err:  # e.g. a config that does not compile: go on
-                    ok = False
-                    print(f"{label(options)}: failed: {type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:300]}")  # fmt: skip
-                    continue
-                if options == variants[variant]:
-                    default_ms[variant] = ms
-                versus = (
-                    f"{ms / default_ms[variant]:.2f}x default, " if variant in default_ms else ""
-                )
-                versus += f"{ms / reference:.3g}x reference, {ms / floor:.3g}x floor"
-                print(f"{label(options)}: {ms:.4g} ms ({versus})", flush=True)
-                if ms < best[variant][0]:
-                    best[variant] = (ms, options)
-    return report_best(best, reference) and ok
+            seen.add(key)
+            if time.monotonic() > deadline:
+                print(f"stopped: the {args.budget_s:g} s budget is spent")
+                report_best(best, reference)
+                return ok
+            try:
+                fn = jax.jit(triton_forward(**options))
+                ms = timed(fn, inputs, args.repeats, args.rounds)
+            except Exception as err:  # e.g. a config that does not compile: go on
+                ok = False
+                print(f"{label(options)}: failed: {type(err).__name__}: "
+                      f"{str(err).splitlines()[0][:300]}")  # fmt: skip
+                continue
+            if options == variants[variant]:
+                default_ms[variant] = ms
+            versus = f"{ms / default_ms[variant]:.2f}x default, " if variant in default_ms else ""
+            versus += f"{ms / reference:.3g}x reference, {ms / floor:.3g}x floor"
+            print(f"{label(options)}: {ms:.4g} ms ({versus})", flush=True)
+            if ms < best[variant][0]:
+                best[variant] = (ms, options)
+    report_best(best, reference)
+    return ok
 
 
-def report_best(best, reference) -> bool:
+def report_best(best, reference) -> None:
     for variant, (ms, options) in best.items():
         if ms < math.inf:
             print(
-                f"best {variant}: {label(options)}: {ms:.3f} ms ({ms / reference:.4f}x reference)"
+                f"best {variant}: {label(options)}: {ms:.4g} ms ({ms / reference:.3g}x reference)"
             )
-    return True
 
 
 def interpreter_launch(*args, kernel, out_shape, grid, zeroed_outputs=(), **meta):
