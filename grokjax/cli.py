@@ -12,7 +12,8 @@
   training.
 
 Exit codes: 0 done; 2 bad input (config, data, arguments); 3 training diverged; 4 a
-damaged run folder or checkpoint, or a file that cannot be written; 130 interrupted
+damaged run folder or checkpoint, or a file that cannot be written; 5 a process of a
+multi-process run failed (the others are stopped); 130 interrupted
 (Ctrl-C or SIGTERM: the run saves a checkpoint and prints the command that resumes
 it). ``--debug`` shows the traceback.
 """
@@ -237,6 +238,7 @@ def _exit_code(err: BaseException) -> int | None:
     """The documented exit code of an expected failure (``None``: a bug, re-raised)."""
     from grokjax.data.text import MalformedRecord
     from grokjax.errors import ConfigError, DataError, RunFolderError
+    from grokjax.launch import LaunchFailed
     from grokjax.train import TrainingDiverged
 
     if isinstance(err, (ConfigError, DataError, MalformedRecord, FileNotFoundError)):
@@ -245,6 +247,8 @@ def _exit_code(err: BaseException) -> int | None:
         return 3
     if isinstance(err, (RunFolderError, OSError)):  # OSError: disk full, permissions, …
         return 4
+    if isinstance(err, LaunchFailed):
+        return 5
     if isinstance(err, KeyboardInterrupt):
         return 130
     return None

@@ -101,3 +101,51 @@ def test_bad_process_arguments_are_named():
     proc = grokjax("run", "grokfast_quick", "--processes", "2", "--coordinator", "h:1")
     assert proc.returncode == 2
     assert "--processes starts local processes" in proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    return [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_run_and_resume_completes_it(tmp_path):
+    """Kill -9 one of two processes after a checkpoint: the run ends with a message
+    naming it within 60 s, and ``--resume`` finishes what one process trains."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "killed"
+    sets = [f"--set={o}" for o in [*TINY, "steps=3000", "checkpoint_every=20"]]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "grokjax.cli", "run", "grokfast_quick", *sets, "--processes",
+         "2", "--run-dir", str(run_dir), "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "40").exists():
+            assert launcher.poll() is None, launcher.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.5)
+        workers = _children(launcher.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = launcher.communicate(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 5, stderr[-3000:]
+    assert "process 1 of 2 exited with code -9" in stderr
+    assert f"grokjax run --resume {run_dir} --processes 2" in stderr
+    assert took < 60, took
+    print(f"the run ended {took:.1f} s after the kill")
+
+    proc = grokjax("run", "--resume", str(run_dir), "--set=steps=100", "--processes", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    reference = tmp_path / "reference"
+    run_experiment(config(100), run_dir=reference, progress=False)
+    assert_same_metrics(rows(run_dir), rows(reference))
