@@ -16,12 +16,14 @@ cd "$(dirname "$0")/.."
 DEST=.whl
 LIMIT_MIB=60 # the GPU tool carries at most 64 MiB of working tree, the repository included
 
-# Pinned to the versions this repository's .venv runs (all need jax >= 0.10, which the
-# image's jax 0.11.2 meets), so the GPU machine runs the code as tested here.
+# Pinned to the versions this repository's .venv runs, so the GPU machine runs the code
+# as tested here, where they work with the image's jax 0.11.2.
 PINS=(
 	# The jax libraries grokjax imports: the image has them, in versions not recorded;
-	# these replace them.
-	flax==0.12.8
+	# these replace them. flax is the exception to the rule above: the .venv's 0.12.8
+	# fails to import under jax 0.11 (jax.experimental.hijax changed), and 0.12.9 and
+	# later need jax >= 0.11.1, which the .venv's jax 0.10 is not.
+	flax==0.12.12
 	optax==0.2.8
 	orbax-checkpoint==0.12.8
 	chex==0.1.92
