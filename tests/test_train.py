@@ -237,15 +237,33 @@ SHARDED_SCRIPT = textwrap.dedent(
             a, b = sharded.metric(g, k), single.metric(g, k)
             assert a.shape == (2, members), a.shape
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    assert sharded.compilations == 1
-    print("SHARDED_OK", sharded.compilations, single.compilations)
+    # data_parallel = 4: a (2 members × 4 data) mesh; each member's batch over 4 devices
+    dp = run_experiment(apply_overrides(cfg, ["data_parallel=4"]), progress=False)
+    for g, members in ((1, 3), (2, 8)):
+        for k in ("train_loss", "val_loss", "val_acc"):
+            np.testing.assert_allclose(dp.metric(g, k), single.metric(g, k), rtol=1e-5, atol=1e-6)
+    # the compiler reduces the gradients across the data axis (and only then)
+
+    from grokjax.train.mesh import batch_sharding, group_shardings, member_mesh, pad_members
+    from grokjax.train.state import init_groups
+    from grokjax.train.step import make_interval_fn, task_data
+    task, groups, states = init_groups(cfg)
+    for data, reductions in ((1, 0), (4, 1)):
+        mesh = member_mesh(jax.devices(), data)
+        st = [pad_members(s, g.size, 8) for s, g in zip(states, groups)]
+        sh = [group_shardings(s, 8, mesh) for s in st]
+        fn = make_interval_fn(groups, task, 2, "vmap", batch_sharding=batch_sharding(mesh))
+        lowered = jax.jit(fn, in_shardings=(sh, None, None)).lower(st, np.int32(0), task_data(task))
+        found = lowered.compile().as_text().count("all-reduce(")
+        assert (found > 0) == (reductions > 0), (data, found)
+    print("SHARDED_OK", sharded.compilations, single.compilations, dp.compilations)
     """
 )
 
 
 def test_sharded_over_eight_devices_equals_one_device():
     """Members over 8 devices compute what one device computes, a group of 3 members
-    (padded with copies to 8) included."""
+    (padded with copies to 8) included, and so does a (members 2 × data 4) mesh."""
     overrides = [
         *TINY,
         "steps=20",
@@ -265,7 +283,7 @@ def test_sharded_over_eight_devices_equals_one_device():
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "SHARDED_OK 1 1" in proc.stdout
+    assert "SHARDED_OK 1 1 1" in proc.stdout
 
 
 def test_member_axis_map_equals_vmap():

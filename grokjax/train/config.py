@@ -77,6 +77,9 @@ class ExperimentConfig:
     divergence_factor: float = 1e4
     shard_members: bool = True
     member_axis: str = "auto"
+    # devices that share one member's batch (the mesh's "data" axis): a larger model
+    # trains data-parallel, its gradients reduced by the compiler; 1: members only
+    data_parallel: int = 1
     # evaluations of the trained members under other settings, run after training
     # (grokjax.evaluate): [{label, set = {dotted key = value}, methods, finetune_steps}]
     evaluations: tuple[dict[str, Any], ...] = ()
@@ -132,6 +135,13 @@ class ExperimentConfig:
         self.probe_functions()
         choice("member_axis", self.member_axis, ["auto", "vmap", "map"])
         check("unroll", self.unroll >= 1, ">= 1", self.unroll)
+        check("data_parallel", self.data_parallel >= 1, ">= 1", self.data_parallel)
+        check(
+            "data_parallel",
+            self.batch_size % self.data_parallel == 0,
+            f"a divisor of batch_size ({self.batch_size})",
+            self.data_parallel,
+        )
         check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
         check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
         check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)

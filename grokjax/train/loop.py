@@ -38,6 +38,7 @@ from grokjax.train.detect import GrokDetector
 from grokjax.train.loading import load_config, to_dict
 from grokjax.train.mesh import (
     agree,
+    batch_sharding,
     group_shardings,
     is_primary,
     member_mesh,
@@ -205,12 +206,12 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
 
     if devices is None:
         devices = jax.devices() if config.shard_members else jax.devices()[:1]
-    mesh = member_mesh(devices)
+    mesh = member_mesh(devices, config.data_parallel)
     replicated = NamedSharding(mesh, PartitionSpec())
     # The real members as checkpoints hold them; padded copies (mesh.pad_members) fill
     # each group up to a multiple of the device count for training.
     sizes = [g.size for g in groups]
-    padded = [padded_size(m, len(devices)) for m in sizes]
+    padded = [padded_size(m, mesh.shape["members"]) for m in sizes]
     real_shardings = [group_shardings(s, m, mesh) for s, m in zip(states, sizes, strict=True)]
     states = place(states, real_shardings)
     state_shardings = [
@@ -234,7 +235,15 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
         strict=True,
     )
     member_axis = resolve_member_axis(config.member_axis, len(devices))
-    fn = make_interval_fn(groups, task, interval, member_axis, probes=probes, unroll=config.unroll)
+    fn = make_interval_fn(
+        groups,
+        task,
+        interval,
+        member_axis,
+        probes=probes,
+        unroll=config.unroll,
+        batch_sharding=batch_sharding(mesh),
+    )
     jitted = jax.jit(
         fn,
         donate_argnums=0,

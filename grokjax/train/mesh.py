@@ -1,5 +1,10 @@
-"""Lay members out across devices, and across processes: a ``"members"`` mesh,
-``NamedSharding``, padding, and the host-side agreement of a multi-process run.
+"""Lay members out across devices, and across processes: a ``("members", "data")``
+mesh, ``NamedSharding``, padding, and the host-side agreement of a multi-process run.
+
+The ``"members"`` axis splits a group's members; the ``"data"`` axis (``data_parallel``
+devices, 1 by default) splits each member's batch, so one larger model trains
+data-parallel: parameters are replicated along it, the batch is constrained to it
+inside the step, and XLA reduces the gradients across it from the shardings alone.
 
 Each group's leading member axis is split over the mesh. A group whose member count
 ``M`` does not divide the device count ``n`` is padded to the next multiple of ``n``
@@ -27,8 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from grokjax.errors import ConfigError
+
 __all__ = [
     "agree",
+    "batch_sharding",
     "group_shardings",
     "is_primary",
     "member_mesh",
@@ -38,15 +46,34 @@ __all__ = [
 ]
 
 AXIS = "members"
+DATA = "data"
 
 
-def member_mesh(devices: list[Any] | None = None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: all, of every process) with axis
-    ``"members"``."""
+def member_mesh(devices: list[Any] | None = None, data: int = 1) -> Mesh:
+    """A ``("members", "data")`` mesh over ``devices`` (default: all, of every
+    process): ``data`` devices share each member's batch, ``len(devices) / data``
+    member slots split the members."""
     devices = devices if devices is not None else jax.devices()
+    if len(devices) % data:
+        raise ConfigError(
+            f"data_parallel = {data} does not divide the {len(devices)} devices: give a "
+            "divisor of the device count."
+        )
     # Auto axes: XLA propagates the member sharding through the step (gathers from the
     # replicated data table included); explicit axes would need out_sharding everywhere.
-    return jax.make_mesh((len(devices),), (AXIS,), devices=devices, axis_types=(AxisType.Auto,))
+    return jax.make_mesh(
+        (len(devices) // data, data),
+        (AXIS, DATA),
+        devices=devices,
+        axis_types=(AxisType.Auto, AxisType.Auto),
+    )
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding | None:
+    """How a member's batch is laid out inside the vmapped step (``"data"`` over its
+    leading axis; the member axis is added by ``vmap(spmd_axis_name="members")``), or
+    ``None`` when each member's batch stays on one device."""
+    return NamedSharding(mesh, PartitionSpec(DATA)) if mesh.shape[DATA] > 1 else None
 
 
 def padded_size(size: int, devices: int) -> int:
@@ -69,7 +96,7 @@ def pad_members(tree: Any, size: int, padded: int) -> Any:
 
 
 def _spec(leaf: Any, size: int, mesh: Mesh) -> NamedSharding:
-    n = mesh.devices.size
+    n = mesh.shape[AXIS]
     split = n > 1 and size % n == 0 and getattr(leaf, "ndim", 0) >= 1 and leaf.shape[0] == size
     return NamedSharding(mesh, PartitionSpec(AXIS) if split else PartitionSpec())
 

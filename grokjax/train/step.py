@@ -94,15 +94,18 @@ def _member_grads(
     member: tuple,
     step: jax.Array,
     first_epoch: jax.Array | None = None,
+    batch_sharding: Any = None,
 ):
     """Gradient, ``[loss·count, correct, count(, H·count, H/ln W·count, H_target)]`` and
     the optimizer's extra arguments (see :func:`_member_update`) of one member's batch.
 
     ``member`` is ``(params, key, train_idx, perms, input_noise)`` (``perms`` may be
-    ``None``).
+    ``None``). ``batch_sharding`` spreads the batch over the mesh's ``"data"`` axis.
     """
     params, key, train_idx, perms, sigma = member
     rows, mask = task.batch_rows(key, step, train_idx, perms, first_epoch, group.curriculum)
+    if batch_sharding is not None:  # the rows decide where the gathered batch lives
+        rows, mask = (lax.with_sharding_constraint(a, batch_sharding) for a in (rows, mask))
     x, y = task.rows(rows)
     if group.noisy:
         noise_key = jax.random.fold_in(jax.random.fold_in(key, _NOISE_SALT), step)
@@ -157,11 +160,12 @@ def _member_step(
     step: jax.Array,
     perms: jax.Array | None = None,
     first_epoch: jax.Array | None = None,
+    batch_sharding: Any = None,
 ):
     """One member's whole training step (the unbatched reference of a group step)."""
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     member = (state.params, state.key, state.train_idx, perms, sigma)
-    grads, stats, extra = _member_grads(group, task, member, step, first_epoch)
+    grads, stats, extra = _member_grads(group, task, member, step, first_epoch, batch_sharding)
     params, opt_state, updates = _member_update(group, grads, state.opt_state, state.params, extra)
     return state._replace(params=params, opt_state=opt_state), stats, (grads, updates)
 
@@ -174,9 +178,12 @@ def _group_step(
     perms: jax.Array | None,
     step: jax.Array,
     first_epoch: jax.Array,
+    batch_sharding: Any = None,
 ):
     """Every member's step (and its gradients and updates): :func:`_member_step` vmapped,
-    or for ``lax.map`` the gradients mapped, then one vmapped optimizer update.
+    or for ``lax.map`` the gradients mapped, then one vmapped optimizer update. With
+    ``batch_sharding`` (a ``"data"`` axis) the vmap names the mesh's member axis, so the
+    batch's sharding constraint keeps members split too.
 
     Only the gradient — the matmuls — runs under ``lax.map``: mapping the update too
     would slice each member's whole optimizer state out of the stacked state and write
@@ -184,9 +191,12 @@ def _group_step(
     100-gradient window (benchmarks/grokfast_ma_state.py); the update is elementwise, so
     vmapping it costs nothing.
     """
-    if member_axis == "vmap":
-        member_step = functools.partial(_member_step, group, task)
-        return jax.vmap(member_step, in_axes=(0, None, 0, None))(state, step, perms, first_epoch)
+    if member_axis == "vmap" or batch_sharding is not None:
+        member_step = functools.partial(_member_step, group, task, batch_sharding=batch_sharding)
+        axis = "members" if batch_sharding is not None else None
+        return jax.vmap(member_step, in_axes=(0, None, 0, None), spmd_axis_name=axis)(
+            state, step, perms, first_epoch
+        )
     # each member's input-noise σ: its own, plus what a Surge-Collapse pump asks for
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     members = (state.params, state.key, state.train_idx, perms, sigma)
@@ -297,6 +307,7 @@ def make_interval_fn(
     *,
     probes: Sequence[Callable] = (),
     unroll: int = 1,
+    batch_sharding: Any = None,
 ):
     """``fn(states, start_step, data=None) -> (states, metrics)`` for one evaluation
     interval.
@@ -310,7 +321,8 @@ def make_interval_fn(
     :mod:`grokjax.analysis.probes`) add their outputs. ``unroll`` steps run as
     straight-line code per iteration of the interval's loop (``unroll = interval``
     removes the loop; it costs compile time and memory and pays only where XLA compiles
-    an op worse inside a loop).
+    an op worse inside a loop). ``batch_sharding`` (:func:`grokjax.train.mesh.
+    batch_sharding`) splits each member's batch over the mesh's ``"data"`` axis.
 
     ``data`` (:func:`task_data`), when given, replaces the task's arrays: passed as an
     argument of the jitted function they stay device buffers, where closed-over arrays
@@ -322,7 +334,10 @@ def make_interval_fn(
 
     def interval_fn(states: list[GroupState], start_step: jax.Array, data=None):
         t = task if data is None else dataclasses.replace(task, **data)
-        steps = [functools.partial(_group_step, g, t, member_axis) for g in groups]
+        steps = [
+            functools.partial(_group_step, g, t, member_axis, batch_sharding=batch_sharding)
+            for g in groups
+        ]
         evals = [
             _over_members(functools.partial(_member_eval, g, t, tuple(probes)), member_axis, 3)
             for g in groups
