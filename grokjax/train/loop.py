@@ -209,13 +209,13 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     mesh = member_mesh(devices, config.data_parallel)
     replicated = NamedSharding(mesh, PartitionSpec())
     # The real members as checkpoints hold them; padded copies (mesh.pad_members) fill
-    # each group up to a multiple of the device count for training.
+    # each group up to a multiple of the member slots for training.
     sizes = [g.size for g in groups]
     padded = [padded_size(m, mesh.shape["members"]) for m in sizes]
     real_shardings = [group_shardings(s, m, mesh) for s, m in zip(states, sizes, strict=True)]
     states = place(states, real_shardings)
     state_shardings = [
-        group_shardings(pad_members(s, m, p), p, mesh)
+        group_shardings(jax.eval_shape(lambda s, m=m, p=p: pad_members(s, m, p), s), p, mesh)
         for s, m, p in zip(states, sizes, padded, strict=True)
     ]
     pad = jax.jit(
@@ -282,7 +282,7 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             files.close(None)
             raise
 
-    states = pad(states)
+    states = pad(states) if padded != sizes else states
 
     def checkpoint(step: int) -> None:
         meta = {"step": step, "detector": detector.state_dict()}
