@@ -253,7 +253,19 @@ class TextWindowData:
 class LMData:
     """A token stream for language models: local text (``text_path``: a file, or a
     SlimPajama-layout directory of ``.jsonl.zst`` shards), tokenized (``"bytes"``, or
-    ``"gpt2"`` with its vocabulary under ``vocab_dir``), windows of ``seq_len``."""
+    ``"gpt2"`` with its vocabulary under ``vocab_dir``), windows of ``seq_len``.
+
+    By default the whole text is one in-memory corpus on the device (small data;
+    :func:`~grokjax.data.lm.token_corpus`). With ``stream = true`` the training batches
+    are read from the shard directory ``text_path`` while training
+    (:mod:`grokjax.data.stream`: packed rows, prefetched per evaluation interval,
+    resumable, repeated from the start when the split is used up); only the
+    ``val_windows`` validation windows (from the ``validation`` split, else held out
+    from the first training documents) and as many sampled training windows stay on
+    the device, and ``max_tokens`` and ``train_fraction`` do not apply. An empty
+    ``text_path`` streams the standard library's pydoc topics written as shards
+    (:func:`~grokjax.data.stream.offline_shards`, no download).
+    """
 
     kind: str = "lm"
     text_path: str = ""
@@ -265,6 +277,7 @@ class LMData:
     train_fraction: float = 0.5
     encoding: str = "tokens"
     on_error: str = "raise"  # a shard directory's bad lines and damaged shards: or "skip"
+    stream: bool = False  # read training batches from the shards while training
     input_kind: ClassVar[str] = "stream"
 
     def validate(self, path: str = "data") -> None:
@@ -275,6 +288,17 @@ class LMData:
         check(f"{path}.max_tokens", self.max_tokens >= 0, ">= 0 (0: all)", self.max_tokens)
         choice(f"{path}.tokenizer", self.tokenizer, ["bytes", "gpt2"])
         choice(f"{path}.on_error", self.on_error, ["raise", "skip"])
+        if self.stream and self.text_path:
+            import pathlib
+
+            check(
+                f"{path}.text_path",
+                pathlib.Path(self.text_path).is_dir(),
+                "a SlimPajama-layout shard directory (train/…/*.jsonl[.zst]) when "
+                "data.stream = true (or empty: the offline pydoc text as shards); a single "
+                "text file is read into memory with data.stream = false",
+                self.text_path,
+            )
 
     @property
     def num_classes(self) -> int:
@@ -282,6 +306,9 @@ class LMData:
 
     def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
         from grokjax.data.lm import token_corpus
+
+        if self.stream:
+            return self._build_streamed(batch_size, sampling, seeds)
 
         corpus = token_corpus(
             self.text_path,
@@ -307,6 +334,35 @@ class LMData:
             window=self.seq_len,
         )
         return task, {s: corpus for s in sorted(set(seeds))}
+
+    def _build_streamed(self, batch_size: int, sampling: str, seeds: list[int]):
+        from grokjax.data.stream import offline_shards, streamed_windows
+
+        root = self.text_path or str(offline_shards())
+        windows = streamed_windows(
+            root,
+            seq_len=self.seq_len,
+            batch_size=batch_size,
+            val_windows=self.val_windows,
+            tokenizer=self.tokenizer,
+            vocab_dir=self.vocab_dir,
+            on_error=self.on_error,
+        )
+        tokens = jnp.asarray(windows.tokens_T)
+        task = Task(
+            inputs_N=tokens,
+            labels_N=tokens,
+            num_train=windows.num_train,
+            num_val=windows.num_val,
+            num_classes=windows.vocab_size,
+            vocab_size=windows.vocab_size,
+            seq_len=self.seq_len,
+            batch_size=batch_size,
+            sampling=sampling,
+            window=self.seq_len,
+            stream=windows.stream,
+        )
+        return task, {s: windows for s in sorted(set(seeds))}
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,12 @@ class Task:
     facts: Mapping[str, Any] = field(default_factory=dict)
     # each row's difficulty in [0, 1], for curricula (see admitted); None: not defined
     difficulty_N: jax.Array | None = None
+    # streamed training (see open_feed): how to open the host stream of training batches;
+    # None: batches are drawn from the table (batch_rows)
+    stream: Any = None
+    # the interval's streamed batches (interval, B, window + 1) int32, passed into the
+    # compiled interval with the data argument; batch s − start_step trains step s
+    batches_IBT: jax.Array | None = None
 
     def rows(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Model inputs and labels of rows ``idx``: table rows, or for a token stream the
@@ -125,6 +131,30 @@ class Task:
         position: a model may compute only that position) or ``"sequence"`` (labels
         at every position, as a token stream's)."""
         return "sequence" if self.window else "last"
+
+    @property
+    def streamed(self) -> bool:
+        """Whether training batches come from a host stream (one array per interval)
+        rather than from rows of the table."""
+        return self.stream is not None
+
+    def open_feed(
+        self,
+        interval: int,
+        state: Mapping[str, Any] | None = None,
+        put: Callable[[np.ndarray], Any] | None = None,
+    ) -> Any:
+        """The streamed task's :class:`~grokjax.data.stream.IntervalFeed`: per interval,
+        ``(batches_IBT, stream_state)`` with the stream at ``state`` (a checkpoint's) or
+        its start, the arrays placed by ``put`` on a background thread."""
+        from grokjax.data.stream import IntervalFeed
+
+        return IntervalFeed(self.stream.open(None if state is None else dict(state)), interval, put)
+
+    def stream_rows(self, batch: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Inputs, next-token labels and an all-ones mask of one streamed ``(B, window +
+        1)`` batch: ``batch[:, :-1]``, ``batch[:, 1:]``."""
+        return batch[:, :-1], batch[:, 1:], jnp.ones(batch.shape[:1], jnp.float32)
 
     @property
     def input_width(self) -> int:

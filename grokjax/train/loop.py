@@ -6,6 +6,14 @@ the host reads metrics back every ``evals_per_sync`` intervals, to update the
 progress bar, write ``metrics.jsonl``, detect grokking, stop early, stop on NaN and
 save checkpoints. Python never runs per step.
 
+A streamed task (:attr:`~grokjax.data.task.Task.streamed`) gets its training batches
+from the host: before each interval's call the loop takes the next ``(interval, B,
+window + 1)`` array from the task's feed (:meth:`~grokjax.data.task.Task.open_feed`,
+prefetched on a background thread) and passes it in ``data``; the stream's position
+after each interval is kept with it, so a checkpoint at step ``s`` stores the position
+after exactly the batches of steps ``< s`` (``meta["stream"]``) and ``--resume``
+continues the same token stream.
+
 What a run writes is in :mod:`grokjax.runs`.
 """
 
@@ -252,6 +260,7 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
         out_shardings=(state_shardings, replicated),
     )
     data = place(task_data(task), replicated)
+    stream_state = None  # a streamed task's position at the start step
 
     detector = GrokDetector(
         [g.size for g in groups], config.train_threshold, config.val_threshold, task.watch
@@ -267,6 +276,12 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             if resume:
                 states, meta = files.checkpointer.restore(states, from_step)  # real members
                 resume_step, start_eval = meta["step"], meta["step"] // interval
+                stream_state = meta.get("stream")
+                if task.streamed and stream_state is None and resume_step:
+                    raise ConfigError(
+                        f"the checkpoint at step {resume_step} holds no stream position: it "
+                        "was saved by a run that did not stream (data.stream = false)."
+                    )
                 if resume_step > config.steps:
                     raise ConfigError(
                         f"steps = {config.steps}: this run has already trained {resume_step} "
@@ -286,6 +301,8 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
 
     def checkpoint(step: int) -> None:
         meta = {"step": step, "detector": detector.state_dict()}
+        if task.streamed:  # the position after the batches of the steps before `step`
+            meta["stream"] = stream_states[step]
         files.checkpointer.save(step, unpad(states) if padded != sizes else states, meta)
 
     last_ckpt_step = step = start_eval * interval
@@ -300,10 +317,20 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     )
     pending: list[tuple[int, Any]] = []
     done = last = False
+    # a streamed task's feed, and its position after each dispatched interval, by step
+    feed = (
+        task.open_feed(interval, stream_state, _replicated_put(replicated))
+        if task.streamed
+        else None
+    )
+    stream_states = {step: stream_state}
     stop = _StopOnSignal()  # active until the files are closed
     stop.__enter__()
     try:
         for e in range(start_eval, total_evals):
+            if feed is not None:  # the interval's batches; a reading error surfaces here
+                batches, stream_states[(e + 1) * interval] = feed.next()
+                data = {**data, "batches_IBT": batches}
             states, metrics = jitted(states, np.int32(e * interval), data)
             pending.append(((e + 1) * interval, metrics))
             last = e == total_evals - 1
@@ -338,6 +365,7 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
                 last_ckpt_step, last_ckpt_time = step, time.perf_counter()
             if done or stop.requested:
                 break
+            stream_states = {s: v for s, v in stream_states.items() if s >= step}
         if files is not None and (
             step > last_ckpt_step or files.checkpointer.latest_step() is None
         ):
@@ -345,6 +373,8 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
         if stop.requested and not (done or last):
             raise TrainingInterrupted(run_dir, step)
     finally:
+        if feed is not None:
+            feed.close()
         bar.close()
         try:
             if files is not None:
@@ -355,6 +385,17 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     result.compilations = jitted._cache_size()
     result.final_states = unpad(states) if padded != sizes else states
     return result
+
+
+def _replicated_put(sharding: NamedSharding):
+    """``put(x)``: the host array ``x`` as a global array replicated with ``sharding``,
+    built from this process's copy alone (every process holds the same ``x``), so the
+    feed's thread starts no collective."""
+
+    def put(x: np.ndarray) -> jax.Array:
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return put
 
 
 def resume_experiment(

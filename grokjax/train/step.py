@@ -8,7 +8,10 @@ shared by all members (they advance in lockstep), so nothing branches per member
 
 Batches are drawn inside the step by the task (:meth:`Task.batch_rows
 <grokjax.data.task.Task.batch_rows>`) from the member's key and the step alone, so
-training is deterministic and resumes bit for bit.
+training is deterministic and resumes bit for bit. A streamed task
+(:attr:`Task.streamed <grokjax.data.task.Task.streamed>`) instead gets the interval's
+batches as one ``(interval, B, window + 1)`` array in ``data["batches_IBT"]``; the scan
+hands step ``s`` its batch ``s − start_step``, the same for every member.
 
 Vector inputs may get Gaussian input noise per member (``input_noise``, plus the
 Surge-Collapse entropy pump's), drawn from the member's key and the step; a decoder
@@ -95,18 +98,25 @@ def _member_grads(
     step: jax.Array,
     first_epoch: jax.Array | None = None,
     batch_sharding: Any = None,
+    batch: jax.Array | None = None,
 ):
     """Gradient, ``[loss·count, correct, count(, H·count, H/ln W·count, H_target)]`` and
     the optimizer's extra arguments (see :func:`_member_update`) of one member's batch.
 
     ``member`` is ``(params, key, train_idx, perms, input_noise)`` (``perms`` may be
     ``None``). ``batch_sharding`` spreads the batch over the mesh's ``"data"`` axis.
+    ``batch`` is a streamed task's ``(B, window + 1)`` batch of this step.
     """
     params, key, train_idx, perms, sigma = member
-    rows, mask = task.batch_rows(key, step, train_idx, perms, first_epoch, group.curriculum)
-    if batch_sharding is not None:  # the rows decide where the gathered batch lives
-        rows, mask = (lax.with_sharding_constraint(a, batch_sharding) for a in (rows, mask))
-    x, y = task.rows(rows)
+    if batch is not None:
+        x, y, mask = task.stream_rows(batch)
+        if batch_sharding is not None:
+            x, y, mask = (lax.with_sharding_constraint(a, batch_sharding) for a in (x, y, mask))
+    else:
+        rows, mask = task.batch_rows(key, step, train_idx, perms, first_epoch, group.curriculum)
+        if batch_sharding is not None:  # the rows decide where the gathered batch lives
+            rows, mask = (lax.with_sharding_constraint(a, batch_sharding) for a in (rows, mask))
+        x, y = task.rows(rows)
     if group.noisy:
         noise_key = jax.random.fold_in(jax.random.fold_in(key, _NOISE_SALT), step)
         x = task.dense(x)
@@ -161,11 +171,14 @@ def _member_step(
     perms: jax.Array | None = None,
     first_epoch: jax.Array | None = None,
     batch_sharding: Any = None,
+    batch: jax.Array | None = None,
 ):
     """One member's whole training step (the unbatched reference of a group step)."""
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     member = (state.params, state.key, state.train_idx, perms, sigma)
-    grads, stats, extra = _member_grads(group, task, member, step, first_epoch, batch_sharding)
+    grads, stats, extra = _member_grads(
+        group, task, member, step, first_epoch, batch_sharding, batch
+    )
     params, opt_state, updates = _member_update(group, grads, state.opt_state, state.params, extra)
     return state._replace(params=params, opt_state=opt_state), stats, (grads, updates)
 
@@ -179,6 +192,7 @@ def _group_step(
     step: jax.Array,
     first_epoch: jax.Array,
     batch_sharding: Any = None,
+    batch: jax.Array | None = None,
 ):
     """Every member's step (and its gradients and updates): :func:`_member_step` vmapped,
     or for ``lax.map`` the gradients mapped, then one vmapped optimizer update. With
@@ -194,14 +208,14 @@ def _group_step(
     if member_axis == "vmap" or batch_sharding is not None:
         member_step = functools.partial(_member_step, group, task, batch_sharding=batch_sharding)
         axis = "members" if batch_sharding is not None else None
-        return jax.vmap(member_step, in_axes=(0, None, 0, None), spmd_axis_name=axis)(
-            state, step, perms, first_epoch
+        return jax.vmap(member_step, in_axes=(0, None, 0, None, None), spmd_axis_name=axis)(
+            state, step, perms, first_epoch, batch
         )
     # each member's input-noise σ: its own, plus what a Surge-Collapse pump asks for
     sigma = state.input_noise + gj.surge_collapse_input_noise(state.opt_state)
     members = (state.params, state.key, state.train_idx, perms, sigma)
     grads_fn = functools.partial(_member_grads, group, task)
-    grads, stats, extra = lax.map(lambda m: grads_fn(m, step, first_epoch), members)
+    grads, stats, extra = lax.map(lambda m: grads_fn(m, step, first_epoch, None, batch), members)
     update = functools.partial(_member_update, group)
     args = (grads, state.opt_state, state.params, extra)
     if has_state(state.opt_state, gj.optim.BRANCHING_STATES):
@@ -327,6 +341,8 @@ def make_interval_fn(
     ``data`` (:func:`task_data`), when given, replaces the task's arrays: passed as an
     argument of the jitted function they stay device buffers, where closed-over arrays
     would be embedded in the program as constants (slow to compile for a large table).
+    A streamed task's ``data`` also holds ``batches_IBT``, the interval's ``(interval,
+    B, window + 1)`` batches (the same shape on every call: no recompilation).
     """
     keep_last = uses_last_step(probes)  # else the carry holds no gradients
     shuffle = task.sampling == "epoch"
@@ -349,10 +365,11 @@ def make_interval_fn(
         first_epoch = start_step // task.steps_per_epoch
         perms = [permute(st, first_epoch) if shuffle else None for st in states]
 
-        def body(carry, offset):
+        def body(carry, xs):
             states, sums, last = carry
+            offset, batch = xs  # batch: the streamed task's batch of this step, or None
             out = [
-                step_fn(st, pm, start_step + offset, first_epoch)
+                step_fn(st, pm, start_step + offset, first_epoch, batch=batch)
                 for step_fn, st, pm in zip(steps, states, perms, strict=True)
             ]
             states = [s for s, _, _ in out]
@@ -364,8 +381,17 @@ def make_interval_fn(
         zeros = [jnp.zeros((st.key.shape[0], width), jnp.float32) for st in states]
         last = [(st.params, st.params) if keep_last else None for st in states]
         last = jax.tree.map(jnp.zeros_like, last)
+        batches = t.batches_IBT if task.streamed else None
+        if task.streamed and (batches is None or batches.shape[0] != interval):
+            raise ValueError(
+                f"a streamed task needs data['batches_IBT'] of {interval} batches (the "
+                "interval's), from Task.open_feed."
+            )
         (states, sums, last), _ = lax.scan(
-            body, (list(states), zeros, last), jnp.arange(interval), unroll=min(unroll, interval)
+            body,
+            (list(states), zeros, last),
+            (jnp.arange(interval), batches),
+            unroll=min(unroll, interval),
         )
         metrics = []
         for eval_fn, st, s, ls in zip(evals, states, sums, last, strict=True):
