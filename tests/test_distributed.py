@@ -103,7 +103,12 @@ def test_two_process_checkpoint_resumes_in_one_process_and_back(
     assert_same_metrics(rows(resumed), rows(one_process_run))
 
 
-def test_bad_process_arguments_are_named():
+def test_bad_process_arguments_are_named(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with pytest.raises(ConfigError, match="SLURM_JOB_ID is not set; start the run with srun"):
+        initialize(slurm=True)
+    with pytest.raises(ConfigError, match="--slurm reads the processes from SLURM"):
+        initialize("127.0.0.1:1", slurm=True)
     with pytest.raises(ConfigError, match="--process-id 2 is outside 0 … 1"):
         initialize("127.0.0.1:1", 2, 2)
     with pytest.raises(ConfigError, match="needs --coordinator HOST:PORT, --process-id I"):
