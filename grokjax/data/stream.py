@@ -299,7 +299,8 @@ def streamed_windows(
 def offline_shards(root: str | pathlib.Path | None = None, *, shards: int = 4) -> pathlib.Path:
     """The standard library's pydoc topics as a SlimPajama-layout shard directory.
 
-    Every topic is a document; every tenth (in key order) goes to ``validation/``,
+    Every distinct topic text is a document (some topics share one); every tenth (in
+    key order) goes to ``validation/``,
     the others round-robin to ``shards`` zstd shards of ``train/chunk1/``. ``root``
     defaults to a folder under the temporary directory named after the text's hash; an
     existing directory is reused. The folder is written under another name and renamed
@@ -316,7 +317,8 @@ def offline_shards(root: str | pathlib.Path | None = None, *, shards: int = 4) -
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    docs = [{"text": topics[k], "meta": {"redpajama_set_name": "pydoc"}} for k in keys]
+    texts = list(dict.fromkeys(topics[k] for k in keys))
+    docs = [{"text": t, "meta": {"redpajama_set_name": "pydoc"}} for t in texts]
     write_shard(tmp / "validation/chunk1/0.jsonl.zst", docs[::10])
     train = [d for i, d in enumerate(docs) if i % 10]
     for s in range(shards):

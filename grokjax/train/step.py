@@ -206,7 +206,10 @@ def _group_step(
     vmapping it costs nothing.
     """
     if member_axis == "vmap" or batch_sharding is not None:
-        member_step = functools.partial(_member_step, group, task, batch_sharding=batch_sharding)
+
+        def member_step(st, s, pm, fe, b):
+            return _member_step(group, task, st, s, pm, fe, batch_sharding, b)
+
         axis = "members" if batch_sharding is not None else None
         return jax.vmap(member_step, in_axes=(0, None, 0, None, None), spmd_axis_name=axis)(
             state, step, perms, first_epoch, batch
