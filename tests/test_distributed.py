@@ -90,6 +90,7 @@ def test_two_processes_train_what_one_trains(two_process_run, one_process_run):
     assert (two_process_run / "report.md").exists()
 
 
+@pytest.mark.slow  # three more runs; the default suite keeps 2 processes = 1 process
 def test_two_process_checkpoint_resumes_in_one_process_and_back(
     two_process_run, one_process_run, tmp_path
 ):
