@@ -129,3 +129,38 @@ def test_cli_report_states_tokens_per_second(tmp_path, capsys):
     )
     report = next(tmp_path.glob("*/report.md")).read_text()
     assert "15,360 training tokens over 6 members" in report and "tokens/s" in report
+
+
+DATA_PARALLEL_SCRIPT = """
+import jax, numpy as np
+from grokjax.train import apply_overrides, resolve, run_experiment
+assert len(jax.devices()) == 4, jax.devices()
+cfg = apply_overrides(resolve("mamba-swelu"), {overrides!r})
+single = run_experiment(cfg, progress=False, devices=jax.devices()[:1])
+split = run_experiment(apply_overrides(cfg, ["data_parallel=4"]), progress=False)
+for g in range(len(cfg.methods)):
+    for k in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(split.metric(g, k), single.metric(g, k), rtol=1e-5)
+print("DATA_PARALLEL_OK", split.compilations)
+"""
+
+
+@pytest.mark.slow
+def test_the_lm_trains_data_parallel_as_on_one_device():
+    """One Mamba member per method, its batch split over 4 (fake CPU) devices: the same
+    losses as on one device."""
+    import os
+    import subprocess
+    import sys
+
+    overrides = [*TINY, "steps=20", "eval_every=10", *(f"methods.{i}.seeds=[0]" for i in range(3))]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL_SCRIPT.format(overrides=overrides)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DATA_PARALLEL_OK 1" in proc.stdout
