@@ -39,6 +39,18 @@ if os.environ.get("GROKJAX_TEST_COMPILE_CACHE", "1") != "0":
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# A modular-arithmetic run small enough to train in seconds (overrides of a preset).
+TINY_MODULAR = [
+    "data.p=11",
+    "data.op=x+y",
+    "data.y_min=0",
+    "model.width=16",
+    "model.heads=2",
+    "model.depth=1",
+    "batch_size=16",
+    "stop_when_grokked=false",
+]
+
 # Several leaves of different ranks, including a scalar and a nested dict.
 TREE_SHAPES = {"dense": {"w": (5, 3), "b": (3,)}, "emb": (7, 4, 2), "scale": ()}
 

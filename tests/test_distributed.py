@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TINY_MODULAR
 
 from grokjax.errors import ConfigError
 from grokjax.launch import initialize
@@ -18,19 +19,7 @@ from grokjax.train import apply_overrides, resolve, resume_experiment, run_exper
 
 # 3 members per method: two processes (a device each) pad every group to 4. vmap in both:
 # one CPU device would otherwise map members one by one, whose rounding differs.
-TINY = [
-    "member_axis=vmap",
-    "data.p=11",
-    "data.op=x+y",
-    "data.y_min=0",
-    "model.width=16",
-    "model.heads=2",
-    "model.depth=1",
-    "batch_size=16",
-    "stop_when_grokked=false",
-    "eval_every=10",
-    "evals_per_sync=1",
-]
+TINY = [*TINY_MODULAR, "member_axis=vmap", "eval_every=10", "evals_per_sync=1"]
 METHODS = ["baseline", "grokfast_ema"]
 
 

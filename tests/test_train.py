@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY_MODULAR
 
 from grokjax.train import (
     ConfigError,
@@ -30,17 +31,7 @@ from grokjax.train import (
 )
 
 # A tiny decoder on x+y mod 11: every run here takes seconds.
-TINY = [
-    "data.p=11",
-    "data.op=x+y",
-    "data.y_min=0",
-    "model.width=16",
-    "model.heads=2",
-    "model.depth=1",
-    "batch_size=16",
-    "stop_when_grokked=false",
-    "evals_per_sync=3",
-]
+TINY = [*TINY_MODULAR, "evals_per_sync=3"]
 
 
 def tiny(*overrides: str, preset: str = "grokfast_modmul"):
