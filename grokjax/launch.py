@@ -185,7 +185,11 @@ def launch_local(
 
 
 def broadcast_text(text: str) -> str:
-    """Process 0's ``text`` on every process (e.g. the run folder it named)."""
+    """Process 0's ``text`` on every process (e.g. the run folder it named).
+
+    >>> broadcast_text("runs/grokfast_quick_20261202_120000")  # one process: as given
+    'runs/grokfast_quick_20261202_120000'
+    """
     import jax
     import numpy as np
 

@@ -121,7 +121,11 @@ def is_primary() -> bool:
 def agree(*flags: bool) -> tuple[bool, ...]:
     """Process 0's ``flags``, on every process: host decisions that depend on wall-clock
     time or signals (save a checkpoint now, stop now) must not differ between processes,
-    or one would wait in a collective the others never join."""
+    or one would wait in a collective the others never join.
+
+    >>> agree(True, False)  # one process: its own
+    (True, False)
+    """
     if jax.process_count() == 1:
         return flags
     from jax.experimental import multihost_utils
