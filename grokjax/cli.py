@@ -130,7 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--run-dir names a new run's folder; --resume continues RUN_DIR.")
     if args.processes is not None:
         return _launch(args)
-    joined = args.slurm or args.coordinator is not None
+    spread = (args.coordinator, args.process_id, args.num_processes)
+    joined = args.slurm or any(x is not None for x in spread)
     if joined:
         from grokjax.launch import initialize
 
@@ -197,8 +198,12 @@ def _launch(args: argparse.Namespace) -> int:
     from grokjax.launch import launch_local
     from grokjax.train import apply_overrides, new_run_dir, resolve
 
-    if args.slurm or args.coordinator is not None:
-        raise ConfigError("--processes starts local processes: drop --coordinator/--slurm.")
+    spread = (args.coordinator, args.process_id, args.num_processes)
+    if args.slurm or any(x is not None for x in spread):
+        raise ConfigError(
+            "--processes starts local processes: drop --coordinator, --process-id, "
+            "--num-processes and --slurm."
+        )
     argv = ["run"] + ([args.config] if args.config else [])
     argv += [f"--set={o}" for o in args.overrides] + [f"--only={o}" for o in args.only]
     argv += ["--no-progress"] * args.no_progress + ["--debug"] * args.debug

@@ -141,7 +141,11 @@ def launch_local(
             out = open(os.path.join(run_dir, f"process_{i}.log"), "w")  # noqa: SIM115
             logs.append(out)
         err = subprocess.STDOUT if i else None
-        children.append(subprocess.Popen(command, stdout=out, stderr=err, env=base_env))
+        # their own process group: a terminal's Ctrl-C reaches the launcher alone, which
+        # passes it on once (a second signal would make a worker exit without a checkpoint)
+        children.append(
+            subprocess.Popen(command, stdout=out, stderr=err, env=base_env, process_group=0)
+        )
 
     def forward(signum, frame):
         for child in children:
@@ -177,10 +181,17 @@ def launch_local(
         failed = next((i, c) for i, c in enumerate(codes) if c)
     i, code = failed
     where = "this terminal" if i == 0 else os.path.join(run_dir, f"process_{i}.log")
+    ckpts = os.path.join(run_dir, "checkpoints")
+    saved = os.path.isdir(ckpts) and any(name.isdigit() for name in os.listdir(ckpts))
+    then = (
+        f"Resume from the last checkpoint with:\n  grokjax run --resume {run_dir} "
+        f"--processes {processes}"
+        if saved
+        else "No checkpoint was saved: start the run again."
+    )
     raise LaunchFailed(
         f"process {i} of {processes} exited with code {code} (its output: {where}); the "
-        f"others were stopped (exit codes {codes}). Resume from the last checkpoint with:\n"
-        f"  grokjax run --resume {run_dir}" + (f" --processes {processes}" if processes > 1 else "")
+        f"others were stopped (exit codes {codes}). {then}"
     )
 
 

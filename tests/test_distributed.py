@@ -106,6 +106,12 @@ def test_bad_process_arguments_are_named(monkeypatch):
     proc = grokjax("run", "grokfast_quick", "--processes", "2", "--coordinator", "h:1")
     assert proc.returncode == 2
     assert "--processes starts local processes" in proc.stderr
+    # a process id without a coordinator is not a single-process run
+    proc = grokjax("run", "grokfast_quick", "--process-id", "1", "--num-processes", "4")
+    assert proc.returncode == 2
+    assert "needs --coordinator HOST:PORT, --process-id I and --num-processes N" in proc.stderr
+    with pytest.raises(ConfigError, match=r"member_axis.*'auto' or 'vmap' with data_parallel > 1"):
+        apply_overrides(config(10), ["data_parallel=2", "member_axis=map"])
 
 
 def _children(pid: int) -> list[int]:

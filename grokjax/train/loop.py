@@ -38,7 +38,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from grokjax.errors import ConfigError
+from grokjax.errors import ConfigError, RunFolderError
 from grokjax.optim.specs import describe
 from grokjax.runs import RunFiles, checkpoint_due
 from grokjax.train.config import ExperimentConfig
@@ -46,6 +46,7 @@ from grokjax.train.detect import GrokDetector
 from grokjax.train.loading import load_config, to_dict
 from grokjax.train.mesh import (
     agree,
+    anyone,
     batch_sharding,
     group_shardings,
     is_primary,
@@ -290,6 +291,13 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
                 detector.load_state_dict(meta["detector"])
                 kept = files.kept_rows(resume_step)
                 files.checkpointer.delete_after(resume_step)  # from an earlier step
+            elif jax.process_count() > 1:  # all refuse a taken folder, not process 0 alone
+                (taken,) = agree((run_dir / "metrics.jsonl").exists())
+                if taken:
+                    raise RunFolderError(
+                        f"{run_dir} already holds a run (metrics.jsonl): resume it, or write "
+                        "the new run to another folder."
+                    )
             files.start(to_dict(config), resume_step, kept)
             for row in kept:
                 _replay_row(result, row)
@@ -318,15 +326,13 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     pending: list[tuple[int, Any]] = []
     done = last = False
     # a streamed task's feed, and its position after each dispatched interval, by step
-    feed = (
-        task.open_feed(interval, stream_state, _replicated_put(replicated))
-        if task.streamed
-        else None
-    )
+    feed = None
     stream_states = {step: stream_state}
     stop = _StopOnSignal()  # active until the files are closed
     stop.__enter__()
     try:
+        if task.streamed:  # opened here: a missing shard still closes the run's files
+            feed = task.open_feed(interval, stream_state, _replicated_put(replicated))
         for e in range(start_eval, total_evals):
             if feed is not None:  # the interval's batches; a reading error surfaces here
                 batches, stream_states[(e + 1) * interval] = feed.next()
@@ -334,7 +340,9 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             states, metrics = jitted(states, np.int32(e * interval), data)
             pending.append(((e + 1) * interval, metrics))
             last = e == total_evals - 1
-            if len(pending) < config.evals_per_sync and not (last or stop.requested):
+            # several processes: a signal waits for the regular sync, which all reach
+            alone = jax.process_count() == 1
+            if len(pending) < config.evals_per_sync and not (last or (stop.requested and alone)):
                 continue
             for step, host in zip(
                 (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
@@ -358,7 +366,8 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
                 step - last_ckpt_step,
                 time.perf_counter() - last_ckpt_time,
             )
-            due, stop.requested = agree(due, stop.requested)
+            (due,) = agree(due)
+            stop.requested = anyone(stop.requested)
             final = done or last or stop.requested  # saved after the loop
             if files is not None and not final and due:
                 checkpoint(step)

@@ -36,6 +36,7 @@ from grokjax.errors import ConfigError
 
 __all__ = [
     "agree",
+    "anyone",
     "batch_sharding",
     "group_shardings",
     "is_primary",
@@ -132,3 +133,16 @@ def agree(*flags: bool) -> tuple[bool, ...]:
 
     got = multihost_utils.broadcast_one_to_all(np.asarray(flags, np.int32))
     return tuple(bool(x) for x in np.asarray(got))
+
+
+def anyone(flag: bool) -> bool:
+    """Whether ``flag`` is set on any process (a stop signal that reached one of them).
+
+    >>> anyone(False)
+    False
+    """
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
