@@ -325,6 +325,8 @@ def offline_shards(root: str | pathlib.Path | None = None, *, shards: int = 4) -
         write_shard(tmp / f"train/chunk1/{s}.jsonl.zst", train[s::shards])
     try:
         os.rename(tmp, root)
-    except OSError:  # another process put it there first
+    except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / "train").is_dir():  # not another process's copy: a real failure
+            raise
     return root

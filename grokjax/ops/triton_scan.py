@@ -187,7 +187,7 @@ def _positive_int(x) -> bool:
 def _check_options(variant, tile, chunk, num_warps, num_stages) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}: choose one of {VARIANTS} (or None).")
-    if not _positive_int(tile) or tile & (tile - 1):
+    if variant == "parallel" and (not _positive_int(tile) or tile & (tile - 1)):
         raise ValueError(f"tile={tile!r}: the parallel forward's tile must be a power of two.")
     if not _positive_int(num_warps) or num_warps & (num_warps - 1):
         raise ValueError(f"num_warps={num_warps!r}: must be a power of two (1, 2, 4, 8, ...).")

@@ -137,6 +137,12 @@ class ExperimentConfig:
         check("unroll", self.unroll >= 1, ">= 1", self.unroll)
         check("data_parallel", self.data_parallel >= 1, ">= 1", self.data_parallel)
         check(
+            "member_axis",
+            self.data_parallel == 1 or self.member_axis != "map",
+            "'auto' or 'vmap' with data_parallel > 1 (a split batch needs the vmapped step)",
+            self.member_axis,
+        )
+        check(
             "data_parallel",
             self.batch_size % self.data_parallel == 0,
             f"a divisor of batch_size ({self.batch_size})",
