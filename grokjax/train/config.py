@@ -148,8 +148,14 @@ class ExperimentConfig:
             f"a divisor of batch_size ({self.batch_size})",
             self.data_parallel,
         )
-        check("train_threshold", 0 < self.train_threshold <= 1, "in (0, 1]", self.train_threshold)
-        check("val_threshold", 0 < self.val_threshold <= 1, "in (0, 1]", self.val_threshold)
+        # a regression task's detector watches losses (a crossing is at or below them)
+        losses = getattr(self.data, "regression", False)
+        for name in ("train_threshold", "val_threshold"):
+            value = getattr(self, name)
+            if losses:
+                check(name, value > 0, "> 0 (a loss the detector waits for)", value)
+            else:
+                check(name, 0 < value <= 1, "in (0, 1] (an accuracy)", value)
         check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
         check(
             "keep_checkpoints", self.keep_checkpoints >= 0, ">= 0 (0: all)", self.keep_checkpoints

@@ -3,7 +3,8 @@
 Robust and simple: the first evaluated step at which the (running) training accuracy
 reaches ``train_threshold`` (default 0.99), the first at which validation accuracy
 reaches ``val_threshold`` (default 0.95, the Grokfast paper's number), and the delay
-between them. ``None`` until it happens.
+between them. ``None`` until it happens. A regression task watches its losses instead,
+and a crossing is the first evaluation at or below the threshold (``below``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class GrokDetector:
     val_threshold: float = 0.95
     # the metrics compared with the thresholds (the task's ``watch``)
     metrics: tuple[str, str] = ("train_acc", "val_acc")
+    below: bool = False  # the watched metrics are losses: cross at or below the thresholds
     memorised: list[np.ndarray] = field(init=False)
     generalised: list[np.ndarray] = field(init=False)
 
@@ -34,14 +36,18 @@ class GrokDetector:
     def update(self, step: int, metrics: list[dict[str, np.ndarray]]) -> None:
         """Record ``step`` for members crossing a threshold for the first time."""
         for g, m in enumerate(metrics):
-            first_train = (self.memorised[g] < 0) & (
-                np.asarray(m[self.metrics[0]]) >= self.train_threshold
+            first_train = (self.memorised[g] < 0) & self._crossed(
+                m[self.metrics[0]], self.train_threshold
             )
-            first_val = (self.generalised[g] < 0) & (
-                np.asarray(m[self.metrics[1]]) >= self.val_threshold
+            first_val = (self.generalised[g] < 0) & self._crossed(
+                m[self.metrics[1]], self.val_threshold
             )
             self.memorised[g][first_train] = step
             self.generalised[g][first_val] = step
+
+    def _crossed(self, values, threshold: float) -> np.ndarray:
+        values = np.asarray(values)
+        return values <= threshold if self.below else values >= threshold
 
     def all_generalised(self) -> bool:
         return all(bool(np.all(g >= 0)) for g in self.generalised)

@@ -264,7 +264,11 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     stream_state = None  # a streamed task's position at the start step
 
     detector = GrokDetector(
-        [g.size for g in groups], config.train_threshold, config.val_threshold, task.watch
+        [g.size for g in groups],
+        config.train_threshold,
+        config.val_threshold,
+        task.watch,
+        below=task.watch_below,
     )
     result = RunResult(config, groups, history=[{k: [] for k in n} for n in names])
     result.detector = detector
