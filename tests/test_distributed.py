@@ -71,6 +71,7 @@ def one_process_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # two runs of 2 processes (~40 s); gates in CI's slow part
 def test_two_processes_train_what_one_trains(two_process_run, one_process_run):
     one = {k: r for k, r in rows(one_process_run).items() if k[0] <= 20}
     assert_same_metrics(rows(two_process_run), one)
@@ -79,7 +80,7 @@ def test_two_processes_train_what_one_trains(two_process_run, one_process_run):
     assert (two_process_run / "report.md").exists()
 
 
-@pytest.mark.slow  # three more runs; the default suite keeps 2 processes = 1 process
+@pytest.mark.slow  # three more runs
 def test_two_process_checkpoint_resumes_in_one_process_and_back(
     two_process_run, one_process_run, tmp_path
 ):

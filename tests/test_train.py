@@ -252,6 +252,7 @@ SHARDED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 85 s in a subprocess of 8 CPU devices; gates in CI's slow part
 def test_sharded_over_eight_devices_equals_one_device():
     """Members over 8 devices compute what one device computes, a group of 3 members
     (padded with copies to 8) included, and so does a (members 2 × data 4) mesh."""
