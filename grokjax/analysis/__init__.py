@@ -2,10 +2,12 @@
 every evaluation (:mod:`grokjax.analysis.probes`), Fourier analysis of modular-arithmetic
 networks (:mod:`grokjax.analysis.fourier`) and run and activation statistics
 (:mod:`grokjax.analysis.statistics`) and the mechanistic probes built on them
-(:mod:`grokjax.analysis.mechanistic`), and exact match on ARC tasks
-(:mod:`grokjax.analysis.arc`)."""
+(:mod:`grokjax.analysis.mechanistic`), exact match on ARC tasks
+(:mod:`grokjax.analysis.arc`) and confusion matrices on the validation rows
+(:mod:`grokjax.analysis.confusion`)."""
 
 from grokjax.analysis.arc import arc_exact_match
+from grokjax.analysis.confusion import confusion_counts, confusion_matrix, predicted_classes
 from grokjax.analysis.entropy import activation_entropy, target_entropy
 from grokjax.analysis.fourier import (
     excluded_logits,
@@ -57,6 +59,8 @@ __all__ = [
     "arc_exact_match",
     "attention_entropy",
     "attention_patterns",
+    "confusion_counts",
+    "confusion_matrix",
     "early_grokking_score",
     "early_grokking_scores",
     "excluded_logits",
@@ -70,6 +74,7 @@ __all__ = [
     "last_step_geometry",
     "leaf_names",
     "numerical_stability",
+    "predicted_classes",
     "probe_reads",
     "progress_measures",
     "reads",
