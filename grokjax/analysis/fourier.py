@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,9 +160,12 @@ def key_frequencies(W_PD: ArrayLike, p: int, k: int) -> jax.Array:
 
 def _logit_directions(freqs: ArrayLike, p: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
     """Unit-norm ``cos/sin(2πw(a+b)/p)`` over the ``p × p`` grid, each ``(k, p, p)``."""
-    freqs_K = jnp.asarray(freqs).astype(jnp.int32)
+    freqs_K = jnp.asarray(freqs)
     if freqs_K.ndim != 1:
         raise ValueError(f"freqs must be a 1-D integer array, got shape {freqs_K.shape}.")
+    # a float frequency would be truncated silently by the cast below (2.7 -> 2)
+    chex.assert_type(freqs_K, int, custom_message="freqs must be integer frequencies")
+    freqs_K = freqs_K.astype(jnp.int32)
     ab = np.arange(p)
     sum_PP = jnp.asarray(np.add.outer(ab, ab) % p, jnp.int32)
     phase_KPP = (freqs_K.reshape(-1, 1, 1) * sum_PP.reshape(1, p, p)) % p  # exact in int32
@@ -188,7 +192,8 @@ def restricted_logits(logits_PPC: ArrayLike, freqs: ArrayLike) -> jax.Array:
 
     ``L[a, b, c]`` are the logits for inputs ``(a, b)``, ``a, b = 0 … p−1``, and output
     ``c`` (all ``C`` columns are kept). For each ``w`` in ``freqs`` (distinct ints in
-    ``1 … (p−1)/2``; may be traced) let
+    ``1 … (p−1)/2``, a 1-D integer array — a float one is a ``chex`` ``AssertionError``,
+    not truncated; may be traced) let
 
     .. math::
 
@@ -258,12 +263,23 @@ def fourier_fraction(norms: ArrayLike, freqs: ArrayLike) -> jax.Array:
     >>> print(fourier_fraction(jnp.array([0.0, 3.0, 0.0, 4.0]), jnp.array([3])))
     0.64
 
+    Shapes and dtypes are checked when traced (``chex``; an ``AssertionError`` naming the
+    argument): ``norms`` needs a last axis, ``freqs`` must be 1-D and integer (a 2-D
+    ``freqs`` would otherwise add an axis to the result, a float one fail inside
+    ``take``). Out-of-range indices cannot be checked on traced values: they give NaN.
+
     References:
       Nanda et al. 2023, "Progress measures for grokking via mechanistic
       interpretability", Section 4 (the embedding is sparse in the Fourier basis).
     """
+    norms, freqs = jnp.asarray(norms), jnp.asarray(freqs)
+    chex.assert_axis_dimension_gteq(
+        norms, -1, 1, custom_message="norms must be (..., K + 1), as from fourier_norms"
+    )
+    chex.assert_rank(freqs, 1, custom_message="freqs must be a 1-D array of frequency indices")
+    chex.assert_type(freqs, int, custom_message="freqs must be integer indices into norms")
     sq = jnp.square(_float(norms))
-    held = jnp.sum(jnp.take(sq, jnp.asarray(freqs), axis=-1), axis=-1)
+    held = jnp.sum(jnp.take(sq, freqs, axis=-1), axis=-1)
     total = jnp.sum(sq, axis=-1)
     return jnp.where(total > 0, held / jnp.where(total > 0, total, 1), 0)
 
