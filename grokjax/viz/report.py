@@ -10,6 +10,7 @@ from grokjax.viz.analysis import analysis_section
 from grokjax.viz.arc import arc_section, evaluations_section
 from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
 from grokjax.viz.lm import is_lm, lm_findings, lm_levels_table, lm_table
+from grokjax.viz.paper_metrics import paper_metrics_section
 from grokjax.viz.plots import loss_summary, synthetic_task, write_figures
 from grokjax.viz.records import RunRecord, load_run
 
@@ -74,6 +75,16 @@ def _data_line(data: dict) -> str:
             f"sparse parity, {data['parity_bits']} parity + {data['noise_bits']} noise bits, "
             f"{data['num_samples']} samples"
         )
+    elif data.get("kind") == "mnist":
+        rest = f"the next {data['val_size']}" if data.get("val_size") else "the rest"
+        task = f"MNIST digits ({data['source']}), first {data['train_size']} train, {rest} validate"
+    elif data.get("kind") == "imdb":
+        task = (
+            f"IMDb sentiment ({data['source']}), {data['num_reviews']} reviews, top "
+            f"{data['vocab']} words, {data['seq_len']} tokens"
+        )
+    elif data.get("kind") == "qm9":
+        task = f"QM9 polarizability ({data['source']}), first {data['num_molecules']} molecules"
     elif data.get("kind") in ("gaussian", "text", "lm", "arc"):
         task = synthetic_task(data)
     else:
@@ -93,7 +104,30 @@ def _model_line(model: dict) -> str:
             f"(d_model {model['width']}, {model['depth']} layers, d_state "
             f"{model.get('d_state', 16)}, expand {model.get('expand', 2)})"
         )
-    return f"(hidden {model['hidden']})"
+    if model["kind"] == "lstm":
+        return (
+            f"(embedding {model['embed']}, {model['layers']} layers of {model['hidden']}, "
+            f"init ×{model['init_scale']:g})"
+        )
+    if model["kind"] == "nnconv":
+        return f"(NNConv widths {model['widths']}, init ×{model['init_scale']:g})"
+    scale = f", init ×{model['init_scale']:g}" if model.get("init_scale", 1.0) != 1.0 else ""
+    return f"(hidden {model['hidden']}{scale})"
+
+
+_OBJECTIVES = {
+    "imdb": "binary cross entropy on one logit",
+    "qm9": "squared error",
+}
+
+
+def _objective(cfg: dict) -> str:
+    data = cfg["data"]
+    if data.get("kind") == "mnist" and data.get("objective", "mse") == "mse":
+        return f"mean squared error on one-hot targets in {cfg.get('loss_dtype', 'float32')}"
+    if data.get("kind") in _OBJECTIVES:
+        return f"{_OBJECTIVES[data['kind']]} in {cfg.get('loss_dtype', 'float32')}"
+    return loss_summary(cfg)
 
 
 def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Path:
@@ -112,16 +146,18 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         cfg.get("description") or "",
         "",
         _data_line(data),
-        f"- precision: {cfg.get('dtype', 'float32')} parameters and activations; "
-        f"{loss_summary(cfg)}",
+        f"- precision: {cfg.get('dtype', 'float32')} parameters and activations; {_objective(cfg)}",
         f"- model: {model['kind']} {_model_line(model)}",
         f"- budget {record.budget} steps, batch {cfg['batch_size']} ({cfg['sampling']} sampling); "
         f"trained to step {last}",
         "",
     ]
-    if not is_lm(record):  # next-token accuracy has no grokking threshold to report
+    # next-token accuracy has no grokking threshold to report; a regression's thresholds
+    # are losses, reported with the paper's metrics
+    thresholds = not is_lm(record) and data.get("kind") != "qm9"
+    if thresholds:
         lines += ["## Results", "", results_table(record), ""]
-    if never and not is_lm(record):
+    if never and thresholds:
         lines += [
             f"Not every member of {', '.join(never)} reached {cfg['val_threshold']:.0%} validation "
             f"accuracy within the {record.budget}-step budget: their medians are reported as "
@@ -174,7 +210,11 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
                 f"{s['pump_steps']} steps.",
                 "",
             ]
-    for section in (arc_section(record), evaluations_section(run_dir)):
+    for section in (
+        paper_metrics_section(record),
+        arc_section(record),
+        evaluations_section(run_dir),
+    ):
         if section:
             lines += [section, ""]
     if extra:
