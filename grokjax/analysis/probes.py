@@ -11,6 +11,7 @@ experiment lists its probes by dotted name, with keyword arguments::
     probes = [
       { probe = "grokjax.analysis.activation_shapes" },
       { probe = "grokjax.analysis.numerical_stability" },
+      { probe = "grokjax.analysis.confusion_matrix" },
       { probe = "my_package.my_probe", k = 5 },
     ]
 

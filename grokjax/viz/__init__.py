@@ -9,6 +9,7 @@ from grokjax.viz.analysis import (
     plot_progress_measures,
     write_analysis_figures,
 )
+from grokjax.viz.confusion import plot_confusion, plot_confusion_steps, write_confusion_figures
 from grokjax.viz.plots import plot_curves, plot_steps_to_grok, write_figures
 from grokjax.viz.records import MethodCurves, RunRecord, load_run
 from grokjax.viz.report import results_table, write_report
@@ -20,6 +21,8 @@ __all__ = [
     "load_run",
     "plot_activation_statistics",
     "plot_attention",
+    "plot_confusion",
+    "plot_confusion_steps",
     "plot_curves",
     "plot_fourier_spectrum",
     "plot_gradient_flow",
@@ -27,6 +30,7 @@ __all__ = [
     "plot_steps_to_grok",
     "results_table",
     "write_analysis_figures",
+    "write_confusion_figures",
     "write_figures",
     "write_report",
 ]

@@ -8,6 +8,7 @@ import numpy as np
 
 from grokjax.viz.analysis import analysis_section
 from grokjax.viz.arc import arc_section, evaluations_section
+from grokjax.viz.confusion import write_confusion_figures
 from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
 from grokjax.viz.lm import is_lm, lm_findings, lm_levels_table, lm_table
 from grokjax.viz.paper_metrics import paper_metrics_section
@@ -133,9 +134,12 @@ def _objective(cfg: dict) -> str:
 def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Path:
     """(Re)draw the figures and write ``report.md`` for the run in ``run_dir``; runs
     with the mechanistic probes get an "## Analysis" section after the figures
-    (:func:`grokjax.viz.analysis.analysis_section`)."""
+    (:func:`grokjax.viz.analysis.analysis_section`), runs with the ``confusion_matrix``
+    probe ``plots/confusion.png`` and ``plots/confusion_steps.png``
+    (:func:`grokjax.viz.confusion.write_confusion_figures`)."""
     record = load_run(run_dir)
     write_figures(record)
+    confusion = write_confusion_figures(record)  # none without the confusion_matrix probe
     cfg = record.config
     data, model = cfg["data"], cfg["model"]
     last = max((int(m.steps[-1]) for m in record.methods if m.steps.size), default=0)
@@ -231,6 +235,13 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         lines += ["![steps to grok](plots/steps_to_grok.png)", ""]
     if (pathlib.Path(run_dir) / "plots" / "stability.png").exists():
         lines += ["![numerical stability](plots/stability.png)", ""]
+    for path in confusion:
+        what = "over training" if path.stem.endswith("steps") else "at the last evaluation"
+        lines += [
+            f"![validation confusion matrices {what} (members summed, rows normalised)]"
+            f"(plots/{path.name})",
+            "",
+        ]
     analysis = analysis_section(record)  # empty without the mechanistic probes
     if analysis:
         lines += [analysis, ""]
