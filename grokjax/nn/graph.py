@@ -74,11 +74,11 @@ class NNConv(nnx.Module):
         Θ(e) = reshape(ReLU(e V_1 + c_1) V_2 + c_2, (in, out)),
 
     where the edge network is ``Linear(edge_features, edge_hidden) → ReLU →
-    Linear(edge_hidden, in·out)``. Messages of padded edges (``edge_mask = 0``) are
-    dropped; the sum over edges is :func:`scatter_add`.
+    Linear(edge_hidden, in·out)``. Padded edges (``edge_mask = 0``) send no message;
+    the sum over edges is :func:`scatter_add`.
 
-    Initialisation as PyG: the edge network's and ``W_root``'s (no bias) weights from
-    PyTorch's default U(±1/√fan_in), ``b = 0``.
+    Initialisation as PyG: the edge network's weights and biases and ``W_root`` (no
+    bias) from PyTorch's default U(±1/√fan_in), ``b = 0``.
 
     Args:
         in_features: node feature width ``in``.
@@ -127,15 +127,21 @@ class NNConv(nnx.Module):
         edge_features_BEF: jax.Array,
         edge_mask_BE: jax.Array,
     ) -> jax.Array:
-        """Node outputs ``(B, A, out)`` of node features ``(B, A, in)`` and the edges."""
+        """Node outputs ``(B, A, out)`` of node features ``(B, A, in)`` and the edges.
+
+        A padded edge's features and its sender's features are zeroed before use, so
+        that even non-finite padding leaves the outputs and the gradients untouched.
+        """
         B, E, _ = edges_BE2.shape
         A = x_BAI.shape[1]
-        theta_BEIO = self.edge_net2(jax.nn.relu(self.edge_net1(edge_features_BEF)))
+        real_BE1 = edge_mask_BE[:, :, None] > 0
+        e_BEF = jnp.where(real_BE1, edge_features_BEF, 0)
+        theta_BEIO = self.edge_net2(jax.nn.relu(self.edge_net1(e_BEF)))
         theta_BEIO = theta_BEIO.reshape(B, E, self.in_features, self.out_features)
         senders_BE1 = edges_BE2[:, :, 0:1]
         x_src_BEI = jnp.take_along_axis(x_BAI, senders_BE1, axis=1, mode="clip")
-        msg_BEO = jnp.einsum("bei,beio->beo", x_src_BEI.astype(theta_BEIO.dtype), theta_BEIO)
-        msg_BEO = jnp.where(edge_mask_BE[:, :, None] > 0, msg_BEO, 0)
+        x_src_BEI = jnp.where(real_BE1, x_src_BEI, 0).astype(theta_BEIO.dtype)
+        msg_BEO = jnp.einsum("bei,beio->beo", x_src_BEI, theta_BEIO)
         agg_BAO = scatter_add(msg_BEO, edges_BE2[:, :, 1], A)
         bias = self.bias[...]
         dtype = agg_BAO.dtype
