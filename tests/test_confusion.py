@@ -183,6 +183,22 @@ def test_steps_default_to_first_median_grokking_and_last(tmp_path):
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
 
 
+def test_ticks_are_the_data_kinds_class_names(tmp_path):
+    run = _build(tmp_path)
+    assert [t.get_text() for t in plot_confusion(run).axes[0].get_yticklabels()] == ["0", "1", "2"]
+    named = plot_confusion(run, class_names=["a", "b", "c"])
+    assert [t.get_text() for t in named.axes[0].get_xticklabels()] == ["a", "b", "c"]
+    config = json.loads((run / "config.json").read_text())
+    config["data"] = {"kind": "imdb"}  # declares class_names ("negative", "positive")
+    (run / "config.json").write_text(json.dumps(config))
+    for path in (run / "analysis").glob("*.npz"):
+        with np.load(path) as saved:
+            arrays = {k: saved[k][:, :2, :2] for k in saved.files}
+        np.savez(path, **arrays)
+    ticks = plot_confusion(run).axes[0].get_yticklabels()
+    assert [t.get_text() for t in ticks] == ["negative", "positive"]
+
+
 def test_a_run_without_the_probe_gets_no_confusion_figure(tmp_path):
     run = _build(tmp_path)
     for path in (run / "analysis").glob("*.npz"):
