@@ -510,8 +510,16 @@ def _prepared(
     """The checked folder of one of our sets, built first when missing or damaged
     (``damaged``: a problem found while reading it)."""
     version_dir = _version_dir(data_dir, builder, config)
+    leftovers = f"{constants.INCOMPLETE_PREFIX}*"
+    if (
+        damaged is None
+        and not any(version_dir.parent.glob(leftovers))
+        and version_dir.exists()
+        and _problem(version_dir) is None
+    ):
+        return version_dir  # the usual case, with no lock: a read-only data dir works
     with _build_lock(data_dir / builder.name):
-        for leftover in sorted(version_dir.parent.glob(f"{constants.INCOMPLETE_PREFIX}*")):
+        for leftover in sorted(version_dir.parent.glob(leftovers)):
             _warn(
                 f"{leftover}: the unfinished build of {builder.name} that a crash left there "
                 "was removed; the set is rebuilt if it is not complete."
@@ -578,6 +586,8 @@ def _parse_plain(records: Sequence[bytes], specs: dict[str, Any]) -> dict[str, A
         values = [getattr(f[key], kind).value for f in examples]
         if None in shape:
             columns[key] = [np.asarray(v, dtype).reshape(-1, *shape[1:]) for v in values]
+        elif shape == ():
+            columns[key] = np.fromiter((v[0] for v in values), dtype, count=len(values))
         else:
             columns[key] = np.array(values, dtype).reshape(len(values), *shape)
     return columns
