@@ -329,6 +329,9 @@ def test_catalog_set_not_prepared_says_how(tmp_path, no_network):
     assert "load('mnist')" in message
     with pytest.raises(DatasetNotPrepared, match="tfds build glue/cola"):
         load("tfds:glue/cola:2.0.0", data_dir=tmp_path)
+    (tmp_path / "glue" / "sst2" / "2.0.0").mkdir(parents=True)
+    with pytest.raises(DatasetNotPrepared, match="tfds:glue/sst2"):
+        load("tfds:glue", data_dir=tmp_path)
     with pytest.raises(ConfigError, match="tfds:NAME"):
         load("tfds:Not A Name", data_dir=tmp_path)
     assert not (tmp_path / "downloads").exists()

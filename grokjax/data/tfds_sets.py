@@ -668,6 +668,14 @@ def _catalog_dir(data_dir: Path, spec: str) -> Path:
     )
     if not found:
         where = base / version if version else base / "<version>"
+        configs = sorted(
+            p.name for p in base.glob("*") if p.is_dir() and not p.name.startswith(".")
+        )
+        if configs and not config and not version:
+            raise DatasetNotPrepared(
+                f"The TFDS set {name!r} under {data_dir} has the configs {configs}: name one, "
+                f"as 'tfds:{name}/{configs[0]}'."
+            )
         raise DatasetNotPrepared(
             f"The TFDS set {full!r} is not prepared under {data_dir} (no {where}). {how}{offline}"
         )
