@@ -49,7 +49,7 @@ def test_a_new_kind_keeps_the_shared_fields_and_the_keys_set_after_it():
         (["data.kind=images"], r"data.kind = 'images' is not allowed; choose one of \['modular'"),
         (
             ["model.kind=mamba"],
-            r"model.kind = 'mamba': must be one of \['decoder', 'hooked'\] for tokens",
+            r"model.kind = 'mamba': must be one of \['decoder', 'hooked', 'lstm'\] for tokens",
         ),
         (["model.kind=decoder"], r"model.kind = 'decoder': must be one of \['mlp'\] for vector"),
         (["data.p=1"], r"data.p = 1: must be an integer >= 2"),

@@ -17,7 +17,90 @@ from jax.typing import DTypeLike
 
 from grokjax.nn.mlp import uniform_init
 
-__all__ = ["LSTMClassifier", "LSTMLayer"]
+__all__ = ["LSTMClassifier", "LSTMLayer", "lstm_recurrence"]
+
+
+def _forward(w_hh_HG: jax.Array, zx_TBG: jax.Array) -> tuple[jax.Array, ...]:
+    """The recursion, returning every step's ``h, c, i, f, g, o, tanh(c)`` (T, B, H)."""
+    H = w_hh_HG.shape[0]
+
+    def step(carry, zx_BG):
+        h_BH, c_BH = carry
+        z_BG = zx_BG + h_BH @ w_hh_HG
+        s_BG = jax.nn.sigmoid(z_BG)  # i, f, o read their blocks; g's is recomputed as tanh
+        i_BH, f_BH, o_BH = s_BG[:, :H], s_BG[:, H : 2 * H], s_BG[:, 3 * H :]
+        g_BH = jnp.tanh(z_BG[:, 2 * H : 3 * H])
+        c_BH = f_BH * c_BH + i_BH * g_BH
+        tc_BH = jnp.tanh(c_BH)
+        h_BH = o_BH * tc_BH
+        return (h_BH, c_BH), (h_BH, c_BH, i_BH, f_BH, g_BH, o_BH, tc_BH)
+
+    zeros_BH = jnp.zeros((zx_TBG.shape[1], H), zx_TBG.dtype)
+    return jax.lax.scan(step, (zeros_BH, zeros_BH), zx_TBG)[1]
+
+
+@jax.custom_vjp
+def lstm_recurrence(w_hh_HG: jax.Array, zx_TBG: jax.Array) -> jax.Array:
+    """The hidden states ``h_1 … h_T`` ``(T, B, H)`` of the LSTM recursion (see
+    :class:`LSTMLayer`) from the input projections ``zx_TBG`` (``x_t W_ih + b``, gates
+    in PyTorch's order i, f, g, o) and ``W_hh`` ``(H, 4H)``, from ``h_0 = c_0 = 0``.
+
+    Its backward pass is written out: the reverse scan carries ``(∂h, ∂c)`` and emits
+    the gate pre-activation gradients ``∂z_t = [∂i·i(1−i), ∂f·f(1−f), ∂g·(1−g²),
+    ∂o·o(1−o)]`` with ``∂o = ∂h_t ⊙ tanh c_t``, ``∂c_t = ∂c_{t+1} ⊙ f_{t+1} + ∂h_t ⊙
+    o_t ⊙ (1 − tanh² c_t)``, ``∂i = ∂c_t ⊙ g_t``, ``∂f = ∂c_t ⊙ c_{t−1}``, ``∂g = ∂c_t ⊙
+    i_t`` and ``∂h_{t−1} = ∂h^{out}_{t−1} + ∂z_t W_hhᵀ``; then ``∂W_hh = Σ_t h_{t−1}ᵀ
+    ∂z_t`` is one ``(H, T·B) @ (T·B, 4H)`` matmul after the loop, and ``∂zx = ∂z``.
+    Autodiff through ``lax.scan`` accumulates ``∂W_hh`` inside the loop instead; on a
+    2-core CPU that made the layer's backward pass ≈2.4× slower.
+
+    >>> zx_TBG = jax.random.normal(jax.random.key(0), (6, 2, 12))
+    >>> w_HG = jax.random.normal(jax.random.key(1), (3, 12))
+    >>> lstm_recurrence(w_HG, zx_TBG).shape
+    (6, 2, 3)
+
+    References:
+        Hochreiter & Schmidhuber (1997). Long Short-Term Memory. Neural Computation 9(8).
+    """
+    return _forward(w_hh_HG, zx_TBG)[0]
+
+
+def _recurrence_fwd(w_hh_HG, zx_TBG):
+    saved = _forward(w_hh_HG, zx_TBG)
+    return saved[0], (w_hh_HG, saved)
+
+
+def _recurrence_bwd(residuals, dhs_TBH):
+    w_hh_HG, (hs_TBH, cs_TBH, i_TBH, f_TBH, g_TBH, o_TBH, tc_TBH) = residuals
+    c_prev_TBH = jnp.concatenate([jnp.zeros_like(cs_TBH[:1]), cs_TBH[:-1]])
+    h_prev_TBH = jnp.concatenate([jnp.zeros_like(hs_TBH[:1]), hs_TBH[:-1]])
+    w_GH = w_hh_HG.T
+
+    def step(carry, xs):
+        dh_next_BH, dc_next_BH = carry
+        dh_out_BH, c_prev_BH, i_BH, f_BH, g_BH, o_BH, tc_BH = xs
+        dh_BH = dh_out_BH + dh_next_BH
+        dc_BH = dc_next_BH + dh_BH * o_BH * (1 - tc_BH * tc_BH)
+        dz_BG = jnp.concatenate(
+            [
+                dc_BH * g_BH * i_BH * (1 - i_BH),
+                dc_BH * c_prev_BH * f_BH * (1 - f_BH),
+                dc_BH * i_BH * (1 - g_BH * g_BH),
+                dh_BH * tc_BH * o_BH * (1 - o_BH),
+            ],
+            axis=-1,
+        )
+        return (dz_BG @ w_GH, dc_BH * f_BH), dz_BG
+
+    zeros_BH = jnp.zeros_like(dhs_TBH[0])
+    xs = (dhs_TBH, c_prev_TBH, i_TBH, f_TBH, g_TBH, o_TBH, tc_TBH)
+    _, dz_TBG = jax.lax.scan(step, (zeros_BH, zeros_BH), xs, reverse=True)
+    T, B, H = hs_TBH.shape
+    dw_HG = h_prev_TBH.reshape(T * B, H).T @ dz_TBG.reshape(T * B, 4 * H)
+    return dw_HG.astype(w_hh_HG.dtype), dz_TBG
+
+
+lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 class LSTMLayer(nnx.Module):
@@ -35,8 +118,8 @@ class LSTMLayer(nnx.Module):
     transposed); all four parameters are drawn from U(±1/√hidden), PyTorch's default.
 
     The input projection ``x_t W_ih + b_ih + b_hh`` of all time steps is one flattened
-    matmul outside the time recursion; the recursion (``jax.lax.scan``) does only
-    ``h_{t-1} W_hh`` and the elementwise cell update.
+    matmul outside the time recursion; the recursion (:func:`lstm_recurrence`) does only
+    ``h_{t-1} W_hh`` and the elementwise cell update, with a hand-written backward pass.
 
     Args:
         features: input width.
@@ -88,20 +171,8 @@ class LSTMLayer(nnx.Module):
         z_NG = x_TBD.astype(dtype).reshape(T * B, D) @ w_ih_DG + b_G[None, :]
         zx_TBG = z_NG.reshape(T, B, 4 * H)
 
-        def step(carry, zx_BG):
-            h_BH, c_BH = carry
-            z_BG = zx_BG + h_BH @ w_hh_HG
-            i_BH = jax.nn.sigmoid(z_BG[:, :H])
-            f_BH = jax.nn.sigmoid(z_BG[:, H : 2 * H])
-            g_BH = jnp.tanh(z_BG[:, 2 * H : 3 * H])
-            o_BH = jax.nn.sigmoid(z_BG[:, 3 * H :])
-            c_BH = f_BH * c_BH + i_BH * g_BH
-            h_BH = o_BH * jnp.tanh(c_BH)
-            return (h_BH, c_BH), (h_BH if keep_all else None)
-
-        zeros_BH = jnp.zeros((B, H), dtype)
-        (h_BH, _), hs_TBH = jax.lax.scan(step, (zeros_BH, zeros_BH), zx_TBG)
-        return hs_TBH, h_BH
+        hs_TBH = lstm_recurrence(w_hh_HG, zx_TBG)
+        return (hs_TBH if keep_all else None), hs_TBH[-1]
 
 
 class LSTMClassifier(nnx.Module):
