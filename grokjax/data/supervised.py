@@ -16,9 +16,10 @@ its own objective; each is a :class:`~grokjax.data.task.Task` subclass here:
 - :class:`GraphTask` (QM9) holds molecules as padded dense graphs (a dict of arrays,
   see :func:`pad_graphs`).
 
-The tables: :func:`mnist_table` (the first ``train_size`` digits train, the rest
-validate, for every seed, as the reference's ``Subset``), :func:`imdb_table` (reviews
-tokenised as the reference does, split per seed with stratification) and
+The tables: :func:`mnist_table` (a fixed stratified sample of ``train_size`` digits
+trains, the rest validate, for every seed, as the reference's fixed ``Subset``),
+:func:`imdb_table` (reviews tokenised as the reference does, split per seed with
+stratification) and
 :func:`qm9_table` (the first molecules, split per seed in halves).
 
 References:
@@ -218,28 +219,37 @@ def stratified_split(
 
 
 def mnist_table(
-    images_NP: np.ndarray, labels_N: np.ndarray, train_size: int, val_size: int = 0
+    images_NP: np.ndarray,
+    labels_N: np.ndarray,
+    train_size: int,
+    val_size: int = 0,
+    sample_seed: int = 0,
 ) -> SupervisedTable:
-    """The first ``train_size`` images train, the next ``val_size`` (0: all the rest)
-    validate, whatever the seed (the reference's ``Subset(train, range(1000))``);
-    pixels scaled to [0, 1] as ``ToTensor`` does.
+    """``train_size`` images train and ``val_size`` (0: all the others) validate, the
+    same for every seed (the reference trains on the fixed ``Subset(train,
+    range(1000))``); pixels scaled to [0, 1] as ``ToTensor`` does.
 
-    >>> t = mnist_table(np.full((5, 784), 255, np.uint8), np.arange(5), train_size=3)
-    >>> t.num_train, t.num_val, float(t.inputs_N.max())
-    (3, 2, 1.0)
+    The training images are a :func:`stratified_split` drawn with ``sample_seed`` (a
+    share ``train_size / N`` of each digit): the shipped digits are sorted by label, so
+    the first ``train_size`` would hold only the first classes.
+
+    >>> labels = np.repeat(np.arange(10), 50)
+    >>> t = mnist_table(np.full((500, 784), 255, np.uint8), labels, train_size=100)
+    >>> t.num_train, t.num_val, float(t.inputs_N.max()), np.bincount(labels[t.train_idx]).tolist()
+    (100, 400, 1.0, [10, 10, 10, 10, 10, 10, 10, 10, 10, 10])
     """
     n = images_NP.shape[0]
-    stop = n if not val_size else train_size + val_size
-    if not 0 < train_size < stop <= n:
+    if not 0 < train_size < n or not 0 <= val_size <= n - train_size:
         raise ValueError(
             f"train_size={train_size} and val_size={val_size} do not fit {n} images "
-            "(need 0 < train_size < train_size + val_size <= the images)."
+            "(need 0 < train_size < the images and train_size + val_size <= the images)."
         )
+    train_idx, val_idx = stratified_split(np.asarray(labels_N), train_size / n, sample_seed)
     return SupervisedTable(
-        inputs_N=(np.asarray(images_NP, np.float32) / 255.0)[:stop],
-        labels_N=np.asarray(labels_N, np.int32)[:stop],
-        train_idx=np.arange(train_size, dtype=np.int32),
-        val_idx=np.arange(train_size, stop, dtype=np.int32),
+        inputs_N=np.asarray(images_NP, np.float32) / 255.0,
+        labels_N=np.asarray(labels_N, np.int32),
+        train_idx=train_idx,
+        val_idx=val_idx[:val_size] if val_size else val_idx,
     )
 
 

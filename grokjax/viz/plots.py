@@ -61,11 +61,13 @@ def _title(record: RunRecord) -> str:
         task = f"sparse parity (k {data['parity_bits']}, n {data['noise_bits']})"
     elif data.get("kind") in ("gaussian", "text", "lm", "arc"):
         task = synthetic_task(data)
-    else:
+    elif "op" in data:
         task = f"{data['op']} mod {data['p']}"
+    else:  # the Grokfast paper's other data sets
+        task = {"mnist": "MNIST", "imdb": "IMDb", "qm9": "QM9"}.get(data["kind"], data["kind"])
     cfg = record.config
     precision = cfg.get("dtype", "float32")
-    loss = loss_summary(cfg)
+    loss = objective_summary(cfg)
     fraction = f", {data['train_fraction']:.0%} train" if "train_fraction" in data else ""
     return f"{record.config['name']}: {task}{fraction}, {precision} params, {loss}"
 
@@ -108,6 +110,23 @@ def loss_summary(cfg: dict) -> str:
         )
     (kind, dtype) = losses.pop()
     return f"{kind} CE in {dtype}"
+
+
+_OBJECTIVES = {
+    "imdb": "binary cross entropy on one logit",
+    "qm9": "squared error",
+}
+
+
+def objective_summary(cfg: dict) -> str:
+    """The training objective in words: :func:`loss_summary`, or the Grokfast
+    paper's MNIST/IMDb/QM9 objectives."""
+    data = cfg["data"]
+    if data.get("kind") == "mnist" and data.get("objective", "mse") == "mse":
+        return f"mean squared error on one-hot targets in {cfg.get('loss_dtype', 'float32')}"
+    if data.get("kind") in _OBJECTIVES:
+        return f"{_OBJECTIVES[data['kind']]} in {cfg.get('loss_dtype', 'float32')}"
+    return loss_summary(cfg)
 
 
 STABILITY_PANELS = (

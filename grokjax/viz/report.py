@@ -12,7 +12,7 @@ from grokjax.viz.confusion import write_confusion_figures
 from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
 from grokjax.viz.lm import is_lm, lm_findings, lm_levels_table, lm_table
 from grokjax.viz.paper_metrics import paper_metrics_section
-from grokjax.viz.plots import loss_summary, synthetic_task, write_figures
+from grokjax.viz.plots import objective_summary, synthetic_task, write_figures
 from grokjax.viz.records import RunRecord, load_run
 
 __all__ = ["results_table", "write_report"]
@@ -77,8 +77,8 @@ def _data_line(data: dict) -> str:
             f"{data['num_samples']} samples"
         )
     elif data.get("kind") == "mnist":
-        rest = f"the next {data['val_size']}" if data.get("val_size") else "the rest"
-        task = f"MNIST digits ({data['source']}), first {data['train_size']} train, {rest} validate"
+        rest = f"{data['val_size']} others" if data.get("val_size") else "the others"
+        task = f"MNIST digits ({data['source']}), {data['train_size']} train, {rest} validate"
     elif data.get("kind") == "imdb":
         task = (
             f"IMDb sentiment ({data['source']}), {data['num_reviews']} reviews, top "
@@ -116,21 +116,6 @@ def _model_line(model: dict) -> str:
     return f"(hidden {model['hidden']}{scale})"
 
 
-_OBJECTIVES = {
-    "imdb": "binary cross entropy on one logit",
-    "qm9": "squared error",
-}
-
-
-def _objective(cfg: dict) -> str:
-    data = cfg["data"]
-    if data.get("kind") == "mnist" and data.get("objective", "mse") == "mse":
-        return f"mean squared error on one-hot targets in {cfg.get('loss_dtype', 'float32')}"
-    if data.get("kind") in _OBJECTIVES:
-        return f"{_OBJECTIVES[data['kind']]} in {cfg.get('loss_dtype', 'float32')}"
-    return loss_summary(cfg)
-
-
 def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Path:
     """(Re)draw the figures and write ``report.md`` for the run in ``run_dir``; runs
     with the mechanistic probes get an "## Analysis" section after the figures
@@ -150,7 +135,8 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         cfg.get("description") or "",
         "",
         _data_line(data),
-        f"- precision: {cfg.get('dtype', 'float32')} parameters and activations; {_objective(cfg)}",
+        f"- precision: {cfg.get('dtype', 'float32')} parameters and activations; "
+        f"{objective_summary(cfg)}",
         f"- model: {model['kind']} {_model_line(model)}",
         f"- budget {record.budget} steps, batch {cfg['batch_size']} ({cfg['sampling']} sampling); "
         f"trained to step {last}",
