@@ -120,3 +120,17 @@ def test_tiny_mnist_run_shows_grokfast_ahead_of_the_baseline(data_dir, tmp_path)
     assert np.all(ema > 0.5) and np.all(base < 0.3), (base, ema)
     # the baseline fits its training digits well before it generalises
     assert np.all(np.asarray(result.history[0]["train_acc"][-1]) > base + 0.2)
+
+
+def test_a_catalog_mnist_with_image_tensors_reads_as_784_pixel_rows(monkeypatch):
+    """A prepared catalog set (``tfds:mnist``) holds (N, 28, 28, 1) images."""
+    import grokjax.data.kinds as kinds
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 28, 28, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(10), 5)
+    monkeypatch.setattr(kinds, "_load", lambda source, data_dir: {"image": images, "label": labels})
+    task, splits = MnistData(source="tfds:mnist", train_size=20).build(10, "epoch", "float32", [0])
+    assert task.inputs_N.shape == (50, 784)
+    np.testing.assert_allclose(task.inputs_N[7], images[7].reshape(-1) / 255.0, rtol=1e-6)
+    assert np.bincount(labels[splits[0].train_idx]).tolist() == [2] * 10

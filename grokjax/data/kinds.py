@@ -538,9 +538,11 @@ class MnistData:
         from grokjax.data.supervised import MSETask, mnist_table
 
         columns = _load(self.source, self.data_dir)
-        table = mnist_table(
-            columns["image"], columns["label"], self.train_size, self.val_size, self.sample_seed
-        )
+        labels = np.asarray(columns["label"])
+        # a catalog MNIST's images are (N, 28, 28, 1): every source's rows are 784 pixels
+        images = np.asarray(columns["image"]).reshape(labels.shape[0], -1)
+        check(f"data.source ({self.source})", images.shape[1] == 784, "28×28 images", images.shape)
+        table = mnist_table(images, labels, self.train_size, self.val_size, self.sample_seed)
         return table_task(
             lambda seed: table,
             seeds,
