@@ -153,44 +153,49 @@ def test_qm9_first_1000_graphs(built):
     assert qm9["polarizability"][0] == pytest.approx(13.21)
     nodes, edges, edge_features = qm9["nodes"][0], qm9["edges"][0], qm9["edge_features"][0]
     assert nodes.shape == (5, 11)
-    assert nodes[0].tolist() == [0, 1, 0, 0, 0, 6, 0, 0, 0, 1, 4]
+    assert nodes[0].tolist() == [0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 4]  # PyG: no hybridisation
     for h in range(1, 5):
         assert nodes[h].tolist() == [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]
     assert edges.shape == (8, 2)
     assert edge_features.tolist() == [[1, 0, 0, 0]] * 8
 
-    # Hydrogen cyanide H-C#N: sp carbon and nitrogen, one triple bond.
+    # Hydrogen cyanide H-C#N: one triple bond (PyG's columns 6-9 are 0).
     hcn = qm9["smiles"].index("C#N")
     nodes, edges, edge_features = qm9["nodes"][hcn], qm9["edges"][hcn], qm9["edge_features"][hcn]
     assert nodes.tolist() == [
-        [0, 1, 0, 0, 0, 6, 0, 1, 0, 0, 1],  # C, SP, one H
-        [0, 0, 1, 0, 0, 7, 0, 1, 0, 0, 0],  # N, SP
+        [0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 1],  # C, one H
+        [0, 0, 1, 0, 0, 7, 0, 0, 0, 0, 0],  # N
         [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0],  # H
     ]
+    sanitised = featurise_smiles("C#N", pyg=False)[0]
+    assert sanitised[:2, 7:10].tolist() == [[1, 0, 0], [1, 0, 0]]  # both SP
     assert edges.tolist() == [[0, 1], [0, 2], [1, 0], [2, 0]]
     assert edge_features.tolist() == [[0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
 
-    # Acetylene: both carbons SP, the C#C bond TRIPLE in both directions.
+    # Acetylene: the C#C bond TRIPLE in both directions.
     acetylene = qm9["smiles"].index("C#C")
     nodes, edges, edge_features = (
         qm9[key][acetylene] for key in ("nodes", "edges", "edge_features")
     )
-    assert nodes[:2, 7:10].tolist() == [[1, 0, 0], [1, 0, 0]]
+    assert nodes[:, 6:10].sum() == 0
     triple = {tuple(e) for e in edges[edge_features[:, 2] == 1].tolist()}
     assert triple == {(0, 1), (1, 0)}
 
-    # Pyrrole (an aromatic ring among the first 1,000): N, 4 C aromatic SP2 and 5 H.
+    # Pyrrole (an aromatic ring among the first 1,000), in PyG's Kekulé form: N-C=C-C=C-N,
+    # no atom aromatic; sanitised, the ring's atoms and bonds are aromatic.
     pyrrole = qm9["smiles"].index("N1C=CC=C1")
     nodes, edges, edge_features = (qm9[key][pyrrole] for key in ("nodes", "edges", "edge_features"))
     assert nodes.shape == (10, 11)
-    assert nodes[0].tolist() == [0, 0, 1, 0, 0, 7, 1, 0, 1, 0, 1]  # N-H
+    assert nodes[0].tolist() == [0, 0, 1, 0, 0, 7, 0, 0, 0, 0, 1]  # N-H
     for c in range(1, 5):
-        assert nodes[c].tolist() == [0, 1, 0, 0, 0, 6, 1, 0, 1, 0, 1]  # aromatic C-H
-    assert nodes[5:, 6].sum() == 0  # hydrogens are not aromatic
-    ring = [(a, b) for a, b in edges.tolist() if a < 5 and b < 5]
-    aromatic = [tuple(e) for e in edges[edge_features[:, 3] == 1].tolist()]
-    assert sorted(ring) == sorted(aromatic) and len(aromatic) == 10
-    assert sum(f[0] for f in edge_features.tolist()) == 10  # 5 X-H bonds, both ways
+        assert nodes[c].tolist() == [0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 1]  # C-H
+    ring = [i for i, (a, b) in enumerate(edges.tolist()) if a < 5 and b < 5]
+    assert edge_features[ring].sum(0).tolist() == [6, 4, 0, 0]  # 3 single, 2 double
+    assert edge_features.sum(0).tolist() == [16, 4, 0, 0]  # and 5 X-H bonds, both ways
+    nodes_s, edges_s, features_s = featurise_smiles("N1C=CC=C1", pyg=False)
+    assert nodes_s[0].tolist() == [0, 0, 1, 0, 0, 7, 1, 0, 1, 0, 1]  # aromatic SP2 N-H
+    ring_s = [i for i, (a, b) in enumerate(edges_s.tolist()) if a < 5 and b < 5]
+    assert features_s[ring_s, 3].tolist() == [1.0] * 10
 
 
 def test_featurise_smiles_matches_the_stored_graphs(built):

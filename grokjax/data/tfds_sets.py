@@ -192,27 +192,35 @@ def _qm9_rows(limit: int | None) -> Iterator[tuple[int, str, int, float]]:
                 taken += 1
 
 
-def featurise_smiles(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def featurise_smiles(smiles: str, *, pyg: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The molecule ``smiles`` with explicit hydrogens as a graph, featurised like
     PyTorch Geometric's QM9 (Fey & Lenssen 2019).
 
     Returns ``(nodes, edges, edge_features)``:
 
     - ``nodes`` (atoms, 11) float32: one-hot element [H, C, N, O, F] (5), atomic number,
-      aromatic (0/1), one-hot hybridisation [SP, SP2, SP3] (3, all 0 for others, such as
-      a hydrogen's S), number of hydrogen neighbours;
+      aromatic (0/1), one-hot hybridisation [SP, SP2, SP3] (3), number of hydrogen
+      neighbours;
     - ``edges`` (2 × bonds, 2) int32: (sender, receiver) atom indices, each bond in both
       directions, sorted by sender then receiver;
     - ``edge_features`` (2 × bonds, 4) float32: one-hot bond type [SINGLE, DOUBLE,
       TRIPLE, AROMATIC].
 
-    RDKit (``grokjax[qm9]``) parses and sanitises the SMILES (so a ring such as pyrrole's
-    is aromatic) and adds the hydrogens.
+    RDKit (``grokjax[qm9]``) parses the SMILES and adds the hydrogens. PyG builds its
+    QM9 from the data set's SDF file read with ``sanitize=False``: the bonds stay in
+    their Kekulé form and RDKit perceives neither aromaticity nor hybridisation, so in
+    the graphs the Grokfast paper trained on the aromatic and SP/SP2/SP3 columns are 0
+    and no bond is AROMATIC. ``pyg=True`` (the default, used by the builder) reproduces
+    that: the molecule is kekulised with its aromatic flags cleared and those four
+    columns stay 0. ``pyg=False`` gives the sanitised chemistry (aromatic rings,
+    hybridisation, AROMATIC bonds).
 
     >>> nodes, edges, edge_features = featurise_smiles("C")
     >>> nodes.shape, edges.shape, edge_features.shape
     ((5, 11), (8, 2), (8, 4))
     >>> nodes[0]
+    array([0., 1., 0., 0., 0., 6., 0., 0., 0., 0., 4.], dtype=float32)
+    >>> featurise_smiles("C", pyg=False)[0][0]
     array([0., 1., 0., 0., 0., 6., 0., 0., 0., 1., 4.], dtype=float32)
     >>> edges[:4].tolist()
     [[0, 1], [0, 2], [0, 3], [0, 4]]
@@ -222,6 +230,8 @@ def featurise_smiles(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if parsed is None:
         raise DataError(f"RDKit cannot parse the SMILES {smiles!r}.")
     mol = chem.AddHs(parsed)
+    if pyg:
+        chem.Kekulize(mol, clearAromaticFlags=True)
     elements = {1: 0, 6: 1, 7: 2, 8: 3, 9: 4}
     hybridisations = {
         chem.rdchem.HybridizationType.SP: 0,
@@ -242,7 +252,7 @@ def featurise_smiles(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         nodes[i, elements[z]] = 1.0
         nodes[i, 5] = z
         nodes[i, 6] = float(atom.GetIsAromatic())
-        if atom.GetHybridization() in hybridisations:
+        if not pyg and atom.GetHybridization() in hybridisations:
             nodes[i, 7 + hybridisations[atom.GetHybridization()]] = 1.0
         nodes[i, 10] = sum(n.GetAtomicNum() == 1 for n in atom.GetNeighbors())
     pairs, kinds = [], []
@@ -344,9 +354,11 @@ class Qm9Config(tfds.core.BuilderConfig):
 class GrokjaxQm9(_OfflineBuilder):
     """QM9 molecules as graphs with their polarizability (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
-        "1.0.0": "qm9pack's molecules featurised like PyG's QM9; target polarizability."
+        "1.0.0": "qm9pack's molecules featurised with sanitised RDKit chemistry.",
+        "1.1.0": "Features as PyG's QM9 has them (Kekulé bonds, no aromaticity or "
+        "hybridisation perceived: those columns 0).",
     }
     BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
         Qm9Config(name="first_1000", description="The first 1,000 molecules.", num_molecules=1000),
