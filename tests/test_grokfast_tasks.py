@@ -150,3 +150,27 @@ def test_imdb_chain_clips_the_gradient_before_the_filter_sees_it():
         ]
         clipped = jax.tree.map(lambda g: g * (5.0 / 130.0), grads)
         chex.assert_trees_all_close(mu, clipped, rtol=1e-6)
+
+
+def test_stratified_split_sizes_add_up_for_uneven_classes():
+    labels = np.repeat(np.arange(3), [7, 11, 13])  # 31 rows
+    for fraction in (0.1, 0.33, 0.5, 0.9):
+        train, val = stratified_split(labels, fraction, seed=0)
+        assert len(train) == round(fraction * 31) and len(train) + len(val) == 31
+        # each class within one row of its exact share
+        share = fraction * np.bincount(labels)
+        assert np.all(np.abs(np.bincount(labels[train], minlength=3) - share) < 1)
+
+
+def test_single_output_objectives_refuse_a_wider_head_and_another_normalizer():
+    task = _task(BinaryTask, jnp.zeros((2, 3), jnp.int32), jnp.array([0, 1]))
+    with pytest.raises(ConfigError, match="one output per row, but the model gives 2"):
+        task.losses(jnp.zeros((2, 2)), task.labels_N)
+    from grokjax.train.experiments import resolve
+    from grokjax.train.loading import apply_overrides
+
+    for name in ("grokfast_imdb", "grokfast_qm9", "grokfast_mnist"):
+        with pytest.raises(ConfigError, match="no normalizer to replace"):
+            apply_overrides(resolve(name), ["loss=stablemax"])
+    # MNIST with the usual classifier loss may use StableMax
+    apply_overrides(resolve("grokfast_mnist"), ["data.objective=cross_entropy", "loss=stablemax"])

@@ -528,6 +528,11 @@ class MnistData:
     num_classes: ClassVar[int] = 10
     class_names: ClassVar[tuple[str, ...]] = tuple("0123456789")
 
+    @property
+    def objective_name(self) -> str:
+        """The objective when it is not a softmax cross entropy (else '')."""
+        return "the mean squared error on one-hot targets" if self.objective == "mse" else ""
+
     def validate(self, path: str = "data") -> None:
         check(f"{path}.train_size", self.train_size >= 1, ">= 1", self.train_size)
         check(f"{path}.val_size", self.val_size >= 0, ">= 0 (0: all the rest)", self.val_size)
@@ -583,6 +588,7 @@ class ImdbData:
     input_kind: ClassVar[str] = "tokens"
     num_classes: ClassVar[int] = 2
     class_names: ClassVar[tuple[str, ...]] = ("negative", "positive")
+    objective_name: ClassVar[str] = "binary cross entropy on one logit"
 
     def validate(self, path: str = "data") -> None:
         check(
@@ -653,6 +659,7 @@ class Qm9Data:
     input_kind: ClassVar[str] = "graph"
     num_classes: ClassVar[int] = 1
     regression: ClassVar[bool] = True
+    objective_name: ClassVar[str] = "the squared error"
 
     def validate(self, path: str = "data") -> None:
         check(f"{path}.num_molecules", self.num_molecules >= 2, ">= 2", self.num_molecules)

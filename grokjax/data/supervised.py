@@ -44,6 +44,7 @@ import optax
 
 from grokjax.data.split import SplitSizes
 from grokjax.data.task import Task
+from grokjax.errors import ConfigError
 
 __all__ = [
     "STOP_WORDS",
@@ -59,6 +60,16 @@ __all__ = [
     "stratified_split",
     "tokenize_reviews",
 ]
+
+
+def _one_output(task: Task, logits: jax.Array) -> None:
+    """A ``ConfigError`` unless ``logits`` has one column (checked when traced)."""
+    if logits.shape[-1] != 1:
+        raise ConfigError(
+            f"model: a {type(task).__name__} reads one output per row, but the model gives "
+            f"{logits.shape[-1]}: use a model kind with a single-output head ('lstm' for "
+            "IMDb, 'nnconv' for QM9)."
+        )
 
 
 @dataclass(frozen=True)
@@ -107,10 +118,12 @@ class BinaryTask(Task):
         self, logits: jax.Array, labels: jax.Array, normalizer: str = "softmax", dtype="float32"
     ) -> jax.Array:
         """Per-example binary cross entropy of the single logit, in ``dtype``."""
+        _one_output(self, logits)
         z = logits[..., 0].astype(dtype)
         return optax.sigmoid_binary_cross_entropy(z, labels.astype(z.dtype))
 
     def hits(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        _one_output(self, logits)
         return (logits[..., 0] > 0) == (labels > 0)
 
 
@@ -138,9 +151,11 @@ class RegressionTask(Task):
         self, logits: jax.Array, labels: jax.Array, normalizer: str = "softmax", dtype="float32"
     ) -> jax.Array:
         """Per-example squared error, in ``dtype``."""
+        _one_output(self, logits)
         return jnp.square(logits[..., 0].astype(dtype) - labels.astype(dtype))
 
     def hits(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        _one_output(self, logits)
         return jnp.abs(logits[..., 0] - labels) <= self.tolerance
 
 
@@ -192,9 +207,11 @@ class SupervisedTable(SplitSizes):
 def stratified_split(
     labels_N: np.ndarray, train_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A split that keeps each class's share: per class (ascending), a
-    ``default_rng(seed)`` permutation of its rows, the first ``round(train_fraction ·
-    n_class)`` training; each side is then shuffled with the same generator. int32.
+    """A split that keeps each class's share: ``n_train = round(train_fraction · N)``
+    training rows, of which class ``c`` gets ``⌊train_fraction · n_c⌋`` plus one for the
+    classes with the largest remainders (ties: lower class) until they sum to
+    ``n_train``; within a class the rows are a ``default_rng(seed)`` permutation's first.
+    Each side is then shuffled with the same generator. int32.
 
     This is what ``sklearn.model_selection.train_test_split(…, stratify=y)`` guarantees
     (the reference's IMDb split), with numpy's generator instead of sklearn's.
@@ -203,12 +220,19 @@ def stratified_split(
     >>> train, val = stratified_split(labels, 0.75, seed=0)
     >>> len(train), len(val), int(labels[train].sum()), int(labels[val].sum())
     (9, 3, 3, 1)
+    >>> train, _ = stratified_split(np.repeat(np.arange(3), [5, 5, 5]), 0.5, seed=0)
+    >>> len(train)  # round(7.5); 2.5 per class: one class gets the extra row
+    8
     """
     rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels_N, return_counts=True)
+    shares = train_fraction * counts
+    take = np.floor(shares).astype(int)
+    extra = round(train_fraction * labels_N.size) - int(take.sum())
+    take[np.argsort(-(shares - take), kind="stable")[:extra]] += 1
     train, val = [], []
-    for c in np.unique(labels_N):
+    for c, n in zip(classes, take, strict=True):
         rows = rng.permutation(np.flatnonzero(labels_N == c))
-        n = round(train_fraction * rows.size)
         train.append(rows[:n])
         val.append(rows[n:])
     train_idx = rng.permutation(np.concatenate(train))

@@ -118,6 +118,15 @@ class ExperimentConfig:
             )
             choice(f"methods.{i}.loss", method.loss, ["", *LOSS_DTYPES])
             kind, dtype = self.method_loss(method)
+            # MSE, binary cross entropy and regression take no softmax to replace
+            objective = getattr(self.data, "objective_name", "")
+            check(
+                f"methods.{i}.loss" if method.loss else f"loss (methods.{i})",
+                not objective or kind == "softmax",
+                f"'softmax' (the default): data kind {self.data.kind!r} trains with "
+                f"{objective}, which has no normalizer to replace",
+                kind,
+            )
             key = f"methods.{i}.loss_dtype" if method.loss_dtype else f"loss_dtype (methods.{i})"
             choice(f"{key} for loss {kind!r}", dtype, list(LOSS_DTYPES[kind]))
             for path, spec in method.build_optimizer().transforms():
