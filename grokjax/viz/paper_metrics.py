@@ -110,9 +110,10 @@ def paper_metrics_section(record: RunRecord) -> str:
             if hit and len(hit) == len(reach) and base_hit
             else "—"
         )
-        min_loss = np.nanmin(m.metrics["val_loss"], axis=0)
+        losses = np.where(np.isfinite(m.metrics["val_loss"]), m.metrics["val_loss"], np.inf)
+        min_loss = np.min(losses, axis=0)  # inf for a member with no finite loss
         if regression:
-            at = m.steps[np.nanargmin(m.metrics["val_loss"], axis=0)]
+            at = m.steps[np.argmin(losses, axis=0)]
             lines.append(
                 f"| {m.label} | {_spread(min_loss, '.4g')} | {_spread(at, '.0f')} | "
                 f"{_steps(reach, budget)} | {speedup} |"

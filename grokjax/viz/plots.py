@@ -47,12 +47,27 @@ def plot_curves(record: RunRecord, kind: str = "acc") -> plt.Figure:
     if kind == "loss":
         ax.set_yscale("log")
     ax.set_xlabel("optimisation step")
-    ax.set_ylabel("accuracy" if kind == "acc" else "cross-entropy loss")
+    kind_of_data = record.config["data"].get("kind")
+    if kind == "acc":
+        ylabel = f"fraction within ±{tol:g}" if (tol := _tolerance(record)) else "accuracy"
+    else:
+        ylabel = {"mnist": "MSE loss", "imdb": "BCE loss", "qm9": "squared error"}.get(
+            kind_of_data, "cross-entropy loss"
+        )
+        if kind_of_data == "mnist" and record.config["data"].get("objective") != "mse":
+            ylabel = "cross-entropy loss"
+    ax.set_ylabel(ylabel)
     ax.set_title(_title(record))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def _tolerance(record: RunRecord) -> float:
+    """A regression run's "accuracy" tolerance (0 for classification)."""
+    data = record.config["data"]
+    return float(data.get("tolerance", 1.0)) if data.get("kind") == "qm9" else 0.0
 
 
 def _title(record: RunRecord) -> str:

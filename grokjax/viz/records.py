@@ -71,6 +71,13 @@ def load_run(run_dir: str | pathlib.Path) -> RunRecord:
         if gr:
             generalised = [r["generalised"] for r in gr]
             memorised = [r["memorised"] for r in gr]
+        elif config.get("data", {}).get("kind") == "qm9":  # a regression watches its losses
+            generalised = _first_steps(
+                steps, -metrics["val_loss"], -config.get("val_threshold", 0.95)
+            )
+            memorised = _first_steps(
+                steps, -metrics["train_loss"], -config.get("train_threshold", 0.99)
+            )
         else:  # an interrupted run wrote no grokking.json: read the crossings off the curves
             generalised = _first_steps(steps, metrics["val_acc"], config.get("val_threshold", 0.95))
             memorised = _first_steps(

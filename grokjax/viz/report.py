@@ -217,7 +217,7 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         "![loss](plots/loss.png)",
         "",
     ]
-    if not is_lm(record):
+    if thresholds:  # a regression's steps to its loss thresholds are in the table above
         lines += ["![steps to grok](plots/steps_to_grok.png)", ""]
     if (pathlib.Path(run_dir) / "plots" / "stability.png").exists():
         lines += ["![numerical stability](plots/stability.png)", ""]
