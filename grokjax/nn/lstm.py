@@ -51,8 +51,8 @@ def lstm_recurrence(w_hh_HG: jax.Array, zx_TBG: jax.Array) -> jax.Array:
     o_t ⊙ (1 − tanh² c_t)``, ``∂i = ∂c_t ⊙ g_t``, ``∂f = ∂c_t ⊙ c_{t−1}``, ``∂g = ∂c_t ⊙
     i_t`` and ``∂h_{t−1} = ∂h^{out}_{t−1} + ∂z_t W_hhᵀ``; then ``∂W_hh = Σ_t h_{t−1}ᵀ
     ∂z_t`` is one ``(H, T·B) @ (T·B, 4H)`` matmul after the loop, and ``∂zx = ∂z``.
-    Autodiff through ``lax.scan`` accumulates ``∂W_hh`` inside the loop instead; on a
-    2-core CPU that made the layer's backward pass ≈2.4× slower.
+    Autodiff through ``lax.scan`` accumulates ``∂W_hh`` inside the loop instead, which
+    is slower on the CPU (``benchmarks/lstm_backward.py`` measures both).
 
     >>> zx_TBG = jax.random.normal(jax.random.key(0), (6, 2, 12))
     >>> w_HG = jax.random.normal(jax.random.key(1), (3, 12))
