@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", default="runs", help="where new runs go (default: runs/)")
     run.add_argument("--run-dir", help="write the new run exactly here (default: under --runs-dir)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help="the persistent compilation cache (default: $GROKJAX_COMPILE_CACHE, else "
+        "~/.cache/grokjax/xla): a rerun of the same config shape reuses the compiled program",
+    )
+    run.add_argument(
+        "--no-compile-cache", action="store_true", help="compile without the persistent cache"
+    )
     spread = run.add_argument_group(
         "multi-process runs (jax.distributed; members are sharded over all processes' devices)"
     )
@@ -128,8 +137,14 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--from-step needs --resume RUN_DIR.")
     if args.run_dir and args.resume:
         raise ConfigError("--run-dir names a new run's folder; --resume continues RUN_DIR.")
+    if args.compile_cache and args.no_compile_cache:
+        raise ConfigError("--compile-cache DIR and --no-compile-cache: choose one.")
     if args.processes is not None:
         return _launch(args)
+    if not args.no_compile_cache:
+        from grokjax.train import compile_cache
+
+        compile_cache.enable(args.compile_cache or compile_cache.default_dir())
     spread = (args.coordinator, args.process_id, args.num_processes)
     joined = args.slurm or any(x is not None for x in spread)
     if joined:
@@ -207,6 +222,8 @@ def _launch(args: argparse.Namespace) -> int:
     argv = ["run"] + ([args.config] if args.config else [])
     argv += [f"--set={o}" for o in args.overrides] + [f"--only={o}" for o in args.only]
     argv += ["--no-progress"] * args.no_progress + ["--debug"] * args.debug
+    argv += ["--no-compile-cache"] * args.no_compile_cache
+    argv += ["--compile-cache", args.compile_cache] if args.compile_cache else []
     if args.resume:
         run_dir = args.resume
         argv += ["--resume", args.resume]
@@ -225,7 +242,8 @@ def _print_warnings(config) -> None:
 def _timing(result) -> str:
     text = (
         f"Wall time {result.seconds:.1f} s on {result.config.name} (compilation included); "
-        f"{result.compilations} compilation(s) of the training program."
+        f"{result.compilations} compilation(s) of the training program"
+        + (f"; {result.compile.summary()}." if result.compile is not None else ".")
     )
     cfg = result.config
     if cfg.data.kind == "lm" and result.steps and result.seconds > 0:

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from grokjax.errors import ConfigError, RunFolderError
 from grokjax.optim.specs import describe
 from grokjax.runs import RunFiles, checkpoint_due
+from grokjax.train.compile_cache import CompileWatch
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
 from grokjax.train.loading import load_config, to_dict
@@ -125,6 +126,7 @@ class RunResult:
     seconds: float = 0.0
     compilations: int = 0
     final_states: Any = None
+    compile: CompileWatch | None = None  # XLA compile time and persistent-cache hits
 
     def metric(self, g: int, name: str) -> np.ndarray:
         """``(evaluations, members)`` array of metric ``name`` for group ``g``."""
@@ -168,8 +170,13 @@ def run_experiment(
     """
     for message in config.precision_warnings() if warn else []:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-    with jax.enable_x64(True) if config.needs_x64 else contextlib.nullcontext():
-        return _run(config, run_dir, resume, progress, devices, from_step, start_params)
+    with (
+        jax.enable_x64(True) if config.needs_x64 else contextlib.nullcontext(),
+        CompileWatch() as watch,
+    ):
+        result = _run(config, run_dir, resume, progress, devices, from_step, start_params)
+    result.compile = watch
+    return result
 
 
 def _token_budget(config: ExperimentConfig, task, states) -> ExperimentConfig:
