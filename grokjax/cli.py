@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--compile-cache",
         metavar="DIR",
-        help="the persistent compilation cache (default: $GROKJAX_COMPILE_CACHE, else "
-        "~/.cache/grokjax/xla): a rerun of the same config shape reuses the compiled program",
+        help="the persistent compilation cache (default: $GROKJAX_COMPILE_CACHE, "
+        "$JAX_COMPILATION_CACHE_DIR or ~/.cache/grokjax/xla): a rerun of the same config "
+        "shape reuses the compiled program",
     )
     run.add_argument(
         "--no-compile-cache", action="store_true", help="compile without the persistent cache"

@@ -59,6 +59,9 @@ def test_compile_watch_counts_compilations_and_stops_listening():
 
 def test_default_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("GROKJAX_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))
+    assert default_dir() == tmp_path / "jax"  # JAX's own setting, e.g. this suite's
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_dir() == tmp_path / "grokjax" / "xla"
     monkeypatch.setenv("GROKJAX_COMPILE_CACHE", str(tmp_path / "mine"))

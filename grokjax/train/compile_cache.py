@@ -31,14 +31,15 @@ _SAVED = "/jax/compilation_cache/compile_time_saved_sec"
 
 
 def default_dir() -> pathlib.Path:
-    """``$GROKJAX_COMPILE_CACHE``, else ``$XDG_CACHE_HOME/grokjax/xla`` (``~/.cache`` when
-    unset).
+    """``$GROKJAX_COMPILE_CACHE``, else JAX's own ``$JAX_COMPILATION_CACHE_DIR`` when the
+    user set one, else ``$XDG_CACHE_HOME/grokjax/xla`` (``~/.cache`` when unset).
 
     >>> isinstance(default_dir(), pathlib.Path)
     True
     """
-    if os.environ.get("GROKJAX_COMPILE_CACHE"):
-        return pathlib.Path(os.environ["GROKJAX_COMPILE_CACHE"])
+    for name in ("GROKJAX_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR"):
+        if os.environ.get(name):
+            return pathlib.Path(os.environ[name])
     base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
     return pathlib.Path(base) / "grokjax" / "xla"
 
@@ -46,11 +47,13 @@ def default_dir() -> pathlib.Path:
 def enable(path: str | os.PathLike, min_compile_seconds: float = 0.5) -> pathlib.Path:
     """Store compiled programs that took at least ``min_compile_seconds`` to compile in
     ``path`` (created), and read them back instead of compiling again. For the whole
-    process: JAX has one cache."""
+    process: JAX has one cache. ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``, when
+    set, keeps its value."""
     path = pathlib.Path(path).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
 
