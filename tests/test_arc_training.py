@@ -168,6 +168,7 @@ def _config(**changes):
     return from_dict(ExperimentConfig, base)
 
 
+@pytest.mark.slow  # trains to an accuracy; CI's slow part runs it
 def test_tiny_run_learns_colour_permutation_on_unseen_instances(tmp_path):
     result = run_experiment(_config(), run_dir=tmp_path / "run", progress=False)
     assert result.compilations == 1

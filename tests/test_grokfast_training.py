@@ -102,6 +102,7 @@ def test_tiny_runs_train_and_report(name, overrides, data_dir, tmp_path):
         assert (tmp_path / "run" / "plots" / "confusion.png").exists()
 
 
+@pytest.mark.slow  # trains to an accuracy; CI's slow part runs it
 def test_tiny_mnist_run_shows_grokfast_ahead_of_the_baseline(data_dir, tmp_path):
     """The paper's MNIST recipe (×8 init, MSE, wd 0.01 vs Grokfast-EMA with wd 2.0) on
     1,000 training digits: at equal steps Grokfast-EMA's validation accuracy is far

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from grokjax.train import resolve, run_experiment
 
 
+@pytest.mark.slow  # trains to an accuracy; CI's slow part runs it
 def test_grokfast_ema_groks_where_the_baseline_has_not():
     """`grokfast_quick`: every EMA seed reaches 95% validation accuracy within the budget;
     every baseline seed has memorised the training split but stays below 95%."""
