@@ -287,7 +287,8 @@ class _OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        raise NotImplementedError
+        """``(key, example)`` pairs of the source: each builder below reads its own."""
+        raise NotImplementedError("each data set's builder defines its examples")
 
 
 class GrokjaxMnist(_OfflineBuilder):
