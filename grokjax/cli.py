@@ -245,6 +245,7 @@ def _timing(result) -> str:
         f"Wall time {result.seconds:.1f} s on {result.config.name} (compilation included); "
         f"{result.compilations} compilation(s) of the training program"
         + (f"; {result.compile.summary()}." if result.compile is not None else ".")
+        + f" Where it went: {result.times.summary()}."
     )
     cfg = result.config
     if cfg.data.kind == "lm" and result.steps and result.seconds > 0:

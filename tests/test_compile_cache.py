@@ -36,6 +36,7 @@ def test_a_second_run_takes_its_program_from_the_cache_and_trains_the_same(tmp_p
     first = _run(tmp_path / "first", "--compile-cache", str(cache))
     second = _run(tmp_path / "second", "--compile-cache", str(cache))
     assert _hits(first) == 0 and _hits(second) >= 1
+    assert re.search(r"Where it went: setup [\d.]+ s( \(\d+%\))?, program [\d.]+ s", second), second
     assert any(cache.iterdir())
     a = (tmp_path / "first" / "metrics.jsonl").read_text()
     b = (tmp_path / "second" / "metrics.jsonl").read_text()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["GrokDetector"]
+__all__ = ["GrokDetector", "crossed"]
 
 
 @dataclass
@@ -46,8 +48,7 @@ class GrokDetector:
             self.generalised[g][first_val] = step
 
     def _crossed(self, values, threshold: float) -> np.ndarray:
-        values = np.asarray(values)
-        return values <= threshold if self.below else values >= threshold
+        return crossed(np.asarray(values), threshold, self.below)
 
     def all_generalised(self) -> bool:
         return all(bool(np.all(g >= 0)) for g in self.generalised)
@@ -69,3 +70,21 @@ class GrokDetector:
     def load_state_dict(self, state: dict[str, list[list[int]]]) -> None:
         self.memorised = [np.asarray(a, np.int64) for a in state["memorised"]]
         self.generalised = [np.asarray(a, np.int64) for a in state["generalised"]]
+
+
+def crossed(values, threshold: float, below: bool = False):
+    """``values >= threshold`` (``<=`` when ``below``), the threshold cast to the values'
+    floating dtype: the device and the host (NumPy) then agree whatever type the
+    threshold arrives in, e.g. on float32(0.95), which a float64 0.95 exceeds.
+
+    >>> import numpy as np
+    >>> bool(crossed(np.float32(0.95), np.float64(0.95)))
+    True
+    >>> bool(np.float32(0.95) >= np.float64(0.95))
+    False
+    """
+    xp = jnp if isinstance(values, jax.Array) else np
+    values = xp.asarray(values)
+    dtype = values.dtype if xp.issubdtype(values.dtype, xp.floating) else xp.float32
+    limit = xp.asarray(threshold, dtype)
+    return values <= limit if below else values >= limit

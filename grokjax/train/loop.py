@@ -3,8 +3,12 @@
 The compiled interval function (:mod:`grokjax.train.step`) is called once per
 evaluation interval with the state donated; calls are dispatched asynchronously and
 the host reads metrics back every ``evals_per_sync`` intervals, to update the
-progress bar, write ``metrics.jsonl``, detect grokking, stop early, stop on NaN and
-save checkpoints. Python never runs per step.
+progress bar, write ``metrics.jsonl``, detect grokking, stop on NaN and save
+checkpoints. Python never runs per step. With ``stop_when_grokked`` the stop is
+decided on the device (:class:`~grokjax.train.step.StopRule`): the intervals dispatched
+after the one in which the last member crossed are skipped there, so the run's
+metrics, its final state and its last checkpoint end at that evaluation, and the
+skipped intervals cost nothing. Where the wall time went is in ``RunResult.times``.
 
 A streamed task (:attr:`~grokjax.data.task.Task.streamed`) gets its training batches
 from the host: before each interval's call the loop takes the next ``(interval, B,
@@ -41,6 +45,7 @@ from tqdm.auto import tqdm
 from grokjax.errors import ConfigError, RunFolderError
 from grokjax.optim.specs import describe
 from grokjax.runs import RunFiles, checkpoint_due
+from grokjax.runs.timing import RunTimes
 from grokjax.train.compile_cache import CompileWatch
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
@@ -57,7 +62,13 @@ from grokjax.train.mesh import (
     place,
 )
 from grokjax.train.state import Group, init_groups
-from grokjax.train.step import make_interval_fn, metric_names, resolve_member_axis, task_data
+from grokjax.train.step import (
+    StopRule,
+    make_interval_fn,
+    metric_names,
+    resolve_member_axis,
+    task_data,
+)
 
 __all__ = [
     "RunResult",
@@ -127,6 +138,7 @@ class RunResult:
     compilations: int = 0
     final_states: Any = None
     compile: CompileWatch | None = None  # XLA compile time and persistent-cache hits
+    times: RunTimes = field(default_factory=RunTimes)  # where the wall time went
 
     def metric(self, g: int, name: str) -> np.ndarray:
         """``(evaluations, members)`` array of metric ``name`` for group ``g``."""
@@ -213,6 +225,9 @@ def _start_from(states, groups, start_params):
 
 def _run(config, run_dir, resume, progress, devices, from_step, start_params=None) -> RunResult:
     start_time = time.perf_counter()
+    times = RunTimes()
+    setup = times.part("setup")
+    setup.__enter__()  # left before the first dispatch
     task, groups, states = init_groups(config)
     if start_params is not None:
         states = _start_from(states, groups, start_params)
@@ -251,6 +266,11 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
         strict=True,
     )
     member_axis = resolve_member_axis(config.member_axis, len(devices))
+    stop_rule = (
+        StopRule(task.watch[1], config.val_threshold, task.watch_below)
+        if config.stop_when_grokked
+        else None
+    )
     fn = make_interval_fn(
         groups,
         task,
@@ -259,13 +279,15 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
         probes=probes,
         unroll=config.unroll,
         batch_sharding=batch_sharding(mesh),
+        stop=stop_rule,
     )
+    flags = () if stop_rule is None else (replicated,)  # the members' `crossed` flags
     jitted = jax.jit(
         fn,
         donate_argnums=0,
-        in_shardings=(state_shardings, None, None),
+        in_shardings=(state_shardings, None, None, *flags),
         # metrics replicated: every process reads them and takes the same decisions
-        out_shardings=(state_shardings, replicated),
+        out_shardings=(state_shardings, replicated, *flags),
     )
     data = place(task_data(task), replicated)
     stream_state = None  # a streamed task's position at the start step
@@ -277,7 +299,7 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
         task.watch,
         below=task.watch_below,
     )
-    result = RunResult(config, groups, history=[{k: [] for k in n} for n in names])
+    result = RunResult(config, groups, history=[{k: [] for k in n} for n in names], times=times)
     result.detector = detector
     files, start_eval = None, 0
     if run_dir is not None:
@@ -317,12 +339,18 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             raise
 
     states = pad(states) if padded != sizes else states
+    # a resumed run's members that crossed already; padded copies never hold a stop up
+    crossed = [
+        place(np.concatenate([g >= 0, np.ones(p - m, bool)]), replicated)
+        for g, m, p in zip(detector.generalised, sizes, padded, strict=True)
+    ]
 
     def checkpoint(step: int) -> None:
         meta = {"step": step, "detector": detector.state_dict()}
         if task.streamed:  # the position after the batches of the steps before `step`
             meta["stream"] = stream_states[step]
-        files.checkpointer.save(step, unpad(states) if padded != sizes else states, meta)
+        with times.part("writing"):
+            files.checkpointer.save(step, unpad(states) if padded != sizes else states, meta)
 
     last_ckpt_step = step = start_eval * interval
     last_ckpt_time = time.perf_counter()
@@ -344,33 +372,47 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     try:
         if task.streamed:  # opened here: a missing shard still closes the run's files
             feed = task.open_feed(interval, stream_state, _replicated_put(replicated))
+        setup.__exit__(None, None, None)
         for e in range(start_eval, total_evals):
             if feed is not None:  # the interval's batches; a reading error surfaces here
-                batches, stream_states[(e + 1) * interval] = feed.next()
+                with times.part("host"):
+                    batches, stream_states[(e + 1) * interval] = feed.next()
                 data = {**data, "batches_IBT": batches}
-            states, metrics = jitted(states, np.int32(e * interval), data)
-            pending.append(((e + 1) * interval, metrics))
+            with times.part("program" if e == start_eval else "device"):
+                states, metrics, *crossed = jitted(
+                    states, np.int32(e * interval), data, *([crossed] if stop_rule else [])
+                )
+            crossed = crossed[0] if crossed else []
+            pending.append(((e + 1) * interval, metrics, crossed))
             last = e == total_evals - 1
             # several processes: a signal waits for the regular sync, which all reach
             alone = jax.process_count() == 1
             if len(pending) < config.evals_per_sync and not (last or (stop.requested and alone)):
                 continue
-            for step, host in zip(
-                (p[0] for p in pending), jax.device_get([p[1] for p in pending]), strict=True
-            ):
-                host = [{k: v[:m] for k, v in h.items()} for h, m in zip(host, sizes, strict=True)]
-                _check_finite(result, host, step, math.log(task.num_classes))
-                result.steps.append(step)
-                for g, m in enumerate(host):
-                    for k in names[g]:
-                        result.history[g][k].append(np.asarray(m[k]))
-                detector.update(step, host)
+            with times.part("device"):
+                fetched = jax.device_get([p[1:] for p in pending])
+            for step, (host, flags) in zip((p[0] for p in pending), fetched, strict=True):
+                with times.part("host"):
+                    host = [
+                        {k: v[:m] for k, v in h.items()} for h, m in zip(host, sizes, strict=True)
+                    ]
+                    _check_finite(result, host, step, math.log(task.num_classes))
+                    result.steps.append(step)
+                    for g, m in enumerate(host):
+                        for k in names[g]:
+                            result.history[g][k].append(np.asarray(m[k]))
+                    detector.update(step, host)
                 if files is not None:
-                    files.write(step, host, names, array_names)
+                    with times.part("writing"):
+                        files.write(step, host, names, array_names)
+                # the device skipped the intervals after this one: their metrics are void
+                done = bool(flags) and all(bool(np.all(f)) for f in flags)
+                if done:
+                    break
             pending.clear()
-            bar.update(step - bar.n)
-            bar.set_postfix_str(_postfix(result))
-            done = config.stop_when_grokked and detector.all_generalised()
+            with times.part("host"):
+                bar.update(step - bar.n)
+                bar.set_postfix_str(_postfix(result))
             due = checkpoint_due(
                 config.checkpoint_every,
                 config.steps,
@@ -398,10 +440,11 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
         bar.close()
         try:
             if files is not None:
-                files.close(detector)
+                with times.part("writing"):
+                    files.close(detector)
         finally:
             stop.__exit__()
-    result.seconds = time.perf_counter() - start_time
+    result.seconds = times.total = time.perf_counter() - start_time
     result.compilations = jitted._cache_size()
     result.final_states = unpad(states) if padded != sizes else states
     return result

@@ -38,9 +38,11 @@ import grokjax as gj
 from grokjax.analysis.probes import ENTROPY_MEANS, ProbeContext, run_probes, uses_last_step
 from grokjax.data.task import Task
 from grokjax.optim import has_state
+from grokjax.train.detect import crossed
 from grokjax.train.state import Group, GroupState
 
 __all__ = [
+    "StopRule",
     "make_interval_fn",
     "member_probe_context",
     "metric_names",
@@ -325,6 +327,7 @@ def make_interval_fn(
     probes: Sequence[Callable] = (),
     unroll: int = 1,
     batch_sharding: Any = None,
+    stop: StopRule | None = None,
 ):
     """``fn(states, start_step, data=None) -> (states, metrics)`` for one evaluation
     interval.
@@ -346,12 +349,22 @@ def make_interval_fn(
     would be embedded in the program as constants (slow to compile for a large table).
     A streamed task's ``data`` also holds ``batches_IBT``, the interval's ``(interval,
     B, window + 1)`` batches (the same shape on every call: no recompilation).
+
+    With a ``stop`` rule the stop decision is taken on the device:
+    ``fn(states, start_step, data, crossed) -> (states, metrics, crossed)``, where
+    ``crossed`` holds one ``(M,)`` bool array per group, true for a member whose watched
+    metric has reached the rule's threshold at some evaluation. Once every member of
+    every group has, a call skips its interval (a ``lax.cond``: no training step, no
+    evaluation; the states come back as they went in and the metrics are zeros). The
+    intervals the host dispatched ahead of its next sync then cost nothing and the
+    final state is the one evaluated when the last member crossed: the host stops at
+    the first interval whose returned ``crossed`` is all true and drops the rest.
     """
     keep_last = uses_last_step(probes)  # else the carry holds no gradients
     shuffle = task.sampling == "epoch"
     spans = task.epochs_spanned(interval) if shuffle else 0
 
-    def interval_fn(states: list[GroupState], start_step: jax.Array, data=None):
+    def interval_fn(states: list[GroupState], start_step: jax.Array, data=None, *, done=None):
         t = task if data is None else dataclasses.replace(task, **data)
         steps = [
             functools.partial(_group_step, g, t, member_axis, batch_sharding=batch_sharding)
@@ -390,12 +403,15 @@ def make_interval_fn(
                 f"a streamed task needs data['batches_IBT'] of {interval} batches (the "
                 "interval's), from Task.open_feed."
             )
-        (states, sums, last), _ = lax.scan(
-            body,
-            (list(states), zeros, last),
-            (jnp.arange(interval), batches),
-            unroll=min(unroll, interval),
-        )
+
+        def train(carry):
+            carry, _ = lax.scan(
+                body, carry, (jnp.arange(interval), batches), unroll=min(unroll, interval)
+            )
+            return carry
+
+        carry = (list(states), zeros, last)
+        (states, sums, last) = train(carry) if done is None else lax.cond(done, _same, train, carry)
         metrics = []
         for eval_fn, st, s, ls in zip(evals, states, sums, last, strict=True):
             means = {"train_loss": s[:, 0] / s[:, 2], "train_acc": s[:, 1] / s[:, 2]}
@@ -405,10 +421,50 @@ def make_interval_fn(
                     act_entropy_norm=s[:, 4] / s[:, 2],
                     target_entropy=s[:, 5] / interval,
                 )
-            ev = eval_fn(st, means, ls, start_step + interval)
+            args = (st, means, ls, start_step + interval)
+            if done is None:
+                ev = eval_fn(*args)
+            else:  # the skipped branch needs the evaluation's shapes: traced abstractly
+                shapes = jax.eval_shape(eval_fn, *args)
+                ev = lax.cond(done, functools.partial(_zeros, shapes), eval_fn, *args)
             metrics.append(
                 {"train_loss": means["train_loss"], "train_acc": means["train_acc"], **ev}
             )
         return states, metrics
 
-    return interval_fn
+    if stop is None:
+        return functools.partial(interval_fn, done=None)
+
+    def stopping_fn(states, start_step, data, crossed_G):
+        done = jnp.all(jnp.stack([jnp.all(c) for c in crossed_G]))
+        states, metrics = interval_fn(states, start_step, data, done=done)
+        crossed_G = [
+            c | (~done & stop.crossed(m[stop.metric]))
+            for c, m in zip(crossed_G, metrics, strict=True)
+        ]
+        return states, metrics, crossed_G
+
+    return stopping_fn
+
+
+def _same(x):
+    return x
+
+
+def _zeros(shapes, *_):
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopRule:
+    """Stop once every member's ``metric`` has reached ``threshold`` (≥, or ≤ when
+    ``below``) at some evaluation: the grokking detector's validation crossing."""
+
+    metric: str = "val_acc"
+    threshold: float = 0.95
+    below: bool = False
+
+    def crossed(self, values: jax.Array) -> jax.Array:
+        """``values`` at or beyond the threshold, compared in their own dtype (as
+        :class:`~grokjax.train.detect.GrokDetector` does on the host)."""
+        return crossed(values, self.threshold, self.below)
