@@ -14,7 +14,9 @@
 #   (b) benchmarks/scan_backends.py at (B, L, D, N) = (8, 2048, 1536, 16), float32 and
 #       bfloat16: reference, associative and both Triton forwards, with their floors
 #   (c) benchmarks/scan_backends.py --sweep: the Triton forward's launch options
-#   (d) benchmarks/train_throughput.py: member-steps/s from 1 to 512 members in one program
+#   (d) benchmarks/train_throughput.py: member scaling, EMA and MA recipes at 1 to 256 members
+#       per program, each count in its own process: member-steps/s, peak device memory per
+#       member, and the largest count that fits in the device's memory
 # Each section has its own timeout, clamped so that all of them end within TOTAL_S; a
 # section that fails or times out is recorded and the next one runs. Everything printed
 # goes to $OUT/gpu_check.md when OUT is set, else to benchmarks/gpu_check_<UTC time>.md.
@@ -195,10 +197,11 @@ SCAN=(benchmarks/scan_backends.py --hbm-tbps "$HBM_TBPS")
 if ((DRY)); then
 	SHAPE=(--shape 2 32 8 4)
 	SCAN+=(--interpret --repeats 1 --rounds 1)
-	TRAIN=(--members 1 2 --eval-every 5 --steps 10)
+	TRAIN=(--members 1 2 --eval-every 5 --steps 10 --budget-s 5 --filter ema ma)
 else
 	SHAPE=(--shape 8 2048 1536 16)
-	TRAIN=(--members 1 8 64 512 --eval-every 10 --steps 100 --member-axis vmap)
+	TRAIN=(--members 1 4 16 64 256 --eval-every 10 --steps 100 --budget-s 5 --member-axis vmap
+		--filter ema ma)
 fi
 
 # Full float32 matmuls for the tests: they compare against float64 references at
@@ -221,7 +224,9 @@ section "(c) Triton forward sweep" 70 \
 	"$PY" -P "${SCAN[@]}" "${SHAPE[@]}" "${SWEEP_REPEATS[@]}" --dtype float32 --sweep \
 	--budget-s $((SWEEP_S > 40 ? SWEEP_S - 30 : 10))
 
-section "(d) trainer throughput (members per program)" 70 \
+# Ten child processes (each starts jax and compiles): the rows print as they come, so a
+# timeout keeps the counts measured so far.
+section "(d) trainer member scaling (EMA and MA, 1 to 256 members)" 150 \
 	"$PY" -P benchmarks/train_throughput.py "${TRAIN[@]}"
 
 {
