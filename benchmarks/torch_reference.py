@@ -127,11 +127,11 @@ def final_step(seen: dict, threshold: float = THRESHOLD) -> int | None:
 
 def run_reference(
     reference_dir: pathlib.Path, argv: list[str], threshold: float = THRESHOLD
-) -> tuple[int | None, float]:
+) -> tuple[int | None, float, int]:
     """Run ``reference_dir/main.py`` as ``__main__`` with ``argv`` in a temporary
-    directory, stopping at ``threshold``; ``(step or None, seconds)``, timed from just
-    before ``runpy``. Changes this process (``sys.path``, ``sys.argv``, the cwd while
-    running, the wrapped ``train`` while running): meant for a child process."""
+    directory, stopping at ``threshold``; ``(step or None, seconds, steps trained)``,
+    timed from just before ``runpy``. Changes this process while it runs (``sys.path``,
+    ``sys.argv``, the cwd, the wrapped ``train``): meant for a child process."""
     import contextlib
     import runpy
 
@@ -160,7 +160,8 @@ def run_reference(
         sys.argv = old_argv
         remove_stop(seen)
         sys.path.remove(str(reference_dir))
-    return step, seconds
+    trained = step if step is not None else int(seen["its"][-1]) if seen.get("its") else 0
+    return step, seconds, trained
 
 
 def _reference_child(args: argparse.Namespace) -> None:
@@ -172,12 +173,13 @@ def _reference_child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     argv = [*RECIPES[args.recipe], "--seed", str(args.seed), "--budget", str(args.budget)]
-    step, seconds = run_reference(pathlib.Path(args.reference_dir).resolve(), argv)
+    step, seconds, trained = run_reference(pathlib.Path(args.reference_dir).resolve(), argv)
     row = {
         "recipe": args.recipe,
         "seed": args.seed,
         "step": step,
         "seconds": seconds,
+        "steps_trained": trained,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
@@ -325,10 +327,11 @@ def report(data: dict) -> None:
     if t:
         ref = t["reference"]
         print("\nEMA seed 0, start to stop (compile and evaluation included):")
-        ref_per = ref["seconds"] / ref["step"] if ref["step"] else float("nan")
+        trained = ref.get("steps_trained", ref["step"])
+        ref_per = ref["seconds"] / trained if trained else float("nan")
         print(
-            f"  reference: {ref['seconds']:.1f} s to step {ref['step']} = "
-            f"{1e3 * ref_per:.1f} ms/step ({ref['threads']} torch threads)"
+            f"  reference: {ref['seconds']:.1f} s to its stop at step {trained} (95% at "
+            f"{ref['step']}) = {1e3 * ref_per:.1f} ms/step ({ref['threads']} torch threads)"
         )
         for run in ("cold", "warm"):
             r = t[run]

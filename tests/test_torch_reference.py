@@ -76,9 +76,9 @@ def reference(tmp_path):
 
 def test_stops_at_the_first_evaluation_at_95_percent(bench, reference, capsys):
     original = torch.nn.Module.train
-    step, seconds = bench.run_reference(reference, ["--budget", "1000"])
+    step, seconds, trained = bench.run_reference(reference, ["--budget", "1000"])
     # val_acc reaches 0.96 in epoch 3 (its 40); seen at epoch 4's model.train(True)
-    assert step == 40
+    assert step == trained == 40
     assert seconds >= 0
     assert "__fake_done__" not in sys.modules  # main() did not run to its end
     assert torch.nn.Module.train is original  # the wrapper is removed
@@ -91,7 +91,7 @@ def test_a_run_that_ends_on_its_budget(bench, reference):
     assert bench.run_reference(reference, ["--budget", "40"])[0] == 40
     assert sys.modules.pop("__fake_done__") == [10, 20, 30, 40]
     # never reaching 95%
-    assert bench.run_reference(reference, ["--budget", "100", "--good", "0"])[0] is None
+    assert bench.run_reference(reference, ["--budget", "100", "--good", "0"])[::2] == (None, 100)
 
 
 def test_other_callers_of_train_are_ignored(bench, tmp_path):
