@@ -224,12 +224,18 @@ class Task:
         For ``sampling="epoch"``, ``perms``/``first_epoch`` (from
         :meth:`epoch_permutations`) reuse shuffles computed once per interval instead of
         once per step; the rows are the same either way.
+
+        ``train_idx`` may end in ``-1`` padding (a member with fewer training rows than
+        ``num_train``: a swept train fraction). ``"iid"`` then draws from the real rows
+        only; ``"epoch"`` permutes all ``num_train`` slots and masks the padding, so an
+        epoch still visits each real row once (in batches with fewer real rows).
         """
         b, n = self.batch_size, self.num_train
         spe = self.steps_per_epoch
         epoch, pos = step // spe, step % spe
         if self.sampling == "iid":
-            local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
+            real = jnp.sum(train_idx >= 0)  # n unless padded
+            local = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, real)
             return train_idx[local], self.admitted(train_idx[local], epoch, curriculum)
         if perms is None:
             perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
@@ -237,8 +243,9 @@ class Task:
             perm = lax.dynamic_index_in_dim(perms, epoch - first_epoch, keepdims=False)
         perm = jnp.pad(perm, (0, spe * b - n))
         local = lax.dynamic_slice(perm, (pos * b,), (b,))
-        mask = (pos * b + jnp.arange(b)) < n
         rows = train_idx[local]
+        mask = ((pos * b + jnp.arange(b)) < n) & (rows >= 0)
+        rows = jnp.maximum(rows, 0)  # padding: any real row, masked out
         return rows, mask.astype(jnp.float32) * self.admitted(rows, epoch, curriculum)
 
 

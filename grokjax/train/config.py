@@ -228,6 +228,9 @@ class ExperimentConfig:
                 "last hidden layer",
                 model.kind,
             )
+        for i, method in enumerate(self.methods):
+            if "data.train_fraction" in method.sweep:
+                self._check_swept_fraction(i, method.sweep["data.train_fraction"])
         if inputs != "vector":
             for i, method in enumerate(self.methods):
                 noisy = method.input_noise > 0 or "input_noise" in method.sweep
@@ -237,6 +240,29 @@ class ExperimentConfig:
                     "0 for token inputs (input noise and the entropy pump need vector inputs)",
                     method.input_noise,
                 )
+
+    def _check_swept_fraction(self, i: int, values: tuple[float, ...]) -> None:
+        """A swept ``data.train_fraction``: the data kind has one, each value is valid
+        for it, and nothing reads a member's (padded) training rows but the batches."""
+        key = f"methods.{i}.sweep.data.train_fraction"
+        check(
+            key,
+            hasattr(self.data, "train_fraction") and self.data.input_kind != "stream",
+            f"absent: data kind {self.data.kind!r} has no table split to sweep",
+            list(values),
+        )
+        for value in values:
+            try:
+                dataclasses.replace(self.data, train_fraction=float(value)).validate()
+            except ConfigError as err:
+                raise ConfigError(f"{key} = {value:g}: {err}") from err
+        check(
+            key,
+            not self.probes and not self.evaluations,
+            "absent with probes or evaluations (they read a member's training rows, "
+            "which a swept fraction pads): set probes = [] and no [[evaluations]]",
+            list(values),
+        )
 
     def probe_functions(self) -> list[Any]:
         """The configured probes, resolved and bound to their keyword arguments."""

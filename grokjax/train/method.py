@@ -24,11 +24,12 @@ class MethodConfig:
     """One optimizer, trained for every seed × every point of ``sweep``.
 
     ``optimizer`` is a list of transform specs (:mod:`grokjax.optim.specs`). ``sweep``
-    maps ``"optimizer.<path>"`` (a float keyword, e.g. ``"optimizer.0.lamb"``) or
-    ``"input_noise"`` to the values its members take. ``curriculum``: stages
-    ``[[end_epoch, threshold], …]``: before ``end_epoch`` only training rows whose
-    difficulty (defined by the data kind) is ≤ ``threshold`` enter the loss, after the
-    last stage all do (:meth:`Task.admitted <grokjax.data.task.Task.admitted>`).
+    maps ``"optimizer.<path>"`` (a float keyword, e.g. ``"optimizer.0.lamb"``),
+    ``"input_noise"`` or ``"data.train_fraction"`` (each member its own split; see
+    :func:`grokjax.train.state.member_splits`) to the values its members take.
+    ``curriculum``: stages ``[[end_epoch, threshold], …]``: before ``end_epoch`` only
+    training rows whose difficulty (defined by the data kind) is ≤ ``threshold`` enter
+    the loss, after the last stage all do (:meth:`Task.admitted <grokjax.data.task.Task.admitted>`).
     ``model``: the method's own values of ``[model]`` keys (e.g. ``{ positions =
     "rope2d" }``), so methods may compare model variants in one program.
     """
@@ -56,10 +57,18 @@ class MethodConfig:
             if name == "input_noise":
                 _check(f"{path}.sweep.{name}", min(values) >= 0, "a list of values >= 0", values)
                 continue
+            if name == "data.train_fraction":
+                _check(
+                    f"{path}.sweep.{name}",
+                    all(0 < v < 1 for v in values),
+                    "a list of fractions strictly between 0 and 1",
+                    list(values),
+                )
+                continue
             _check(
                 f"{path}.sweep key",
                 name.startswith("optimizer."),
-                "'input_noise' or 'optimizer.<index>.<keyword>'",
+                "'input_noise', 'data.train_fraction' or 'optimizer.<index>.<keyword>'",
                 name,
             )
             current = self.build_optimizer().lookup(name.removeprefix("optimizer."))
@@ -89,7 +98,9 @@ class MethodConfig:
         """Static values of the swept optimizer keywords (each its first value; ``name``
         set to ``value``), keyed by their paths inside ``optimizer``."""
         values = {n: (value if n == name else v[0]) for n, v in self.sweep.items()}
-        return {n.removeprefix("optimizer."): v for n, v in values.items() if n != "input_noise"}
+        return {
+            n.removeprefix("optimizer."): v for n, v in values.items() if n.startswith("optimizer.")
+        }
 
     def members(self) -> list[tuple[int, dict[str, float]]]:
         """``(seed, swept values)`` for every member, grid-major then seed."""
@@ -98,6 +109,10 @@ class MethodConfig:
         return [
             (seed, dict(zip(names, point, strict=True))) for point in grid for seed in self.seeds
         ]
+
+    def member_train_fraction(self, hps: Mapping[str, float], default: float) -> float:
+        """A member's training fraction: its swept value, else ``default`` (the data's)."""
+        return float(hps.get("data.train_fraction", default))
 
     def member_input_noise(self, hps: Mapping[str, float]) -> float:
         """A member's input-noise σ: its swept value, else the method's."""

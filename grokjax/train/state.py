@@ -8,6 +8,7 @@ vmapped step. All groups advance together in one compiled program.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -21,6 +22,7 @@ from flax import nnx
 import grokjax as gj
 from grokjax.analysis.probes import uses_init_params
 from grokjax.data.task import Task
+from grokjax.errors import ConfigError
 from grokjax.optim import has_state
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.method import MethodConfig
@@ -29,6 +31,7 @@ __all__ = [
     "Group",
     "GroupState",
     "init_groups",
+    "member_splits",
 ]
 
 
@@ -88,6 +91,59 @@ def optimizer_key(seed: jax.Array, index: int) -> jax.Array:
     return key if index == 0 else jax.random.fold_in(key, index)
 
 
+def member_splits(
+    config: ExperimentConfig,
+) -> tuple[Task, list[list[tuple[np.ndarray, np.ndarray]]]]:
+    """The task, and per method each member's ``(train_idx, val_idx)`` rows.
+
+    A member's split is its seed's. A method sweeping ``data.train_fraction`` gives each
+    member the split of its own fraction ``f``; the task is built at the largest
+    fraction ``f_max`` of all members, and every member
+
+    - trains on its seed's split at ``f``, padded with ``-1`` to ``num_train(f_max)``
+      rows (:meth:`Task.batch_rows <grokjax.data.task.Task.batch_rows>` masks them out);
+    - validates on its seed's validation rows at ``f_max``: the same rows for every
+      fraction, a uniform subset of each member's own held-out rows when the splits
+      are nested (a seed's permutation cut at ``n_train(f)``, as
+      :func:`grokjax.data.split.random_split` does; checked here).
+    """
+    all_seeds = [seed for method in config.methods for seed, _ in method.members()]
+    build = lambda data: data.build(config.batch_size, config.sampling, config.dtype, all_seeds)  # noqa: E731
+    if not any("data.train_fraction" in m.sweep for m in config.methods):
+        task, splits = build(config.data)
+        rows = [
+            [(splits[s].train_idx, splits[s].val_idx) for s, _ in m.members()]
+            for m in config.methods
+        ]
+        return task, rows
+    default = config.data.train_fraction
+    fractions = [
+        [m.member_train_fraction(h, default) for _, h in m.members()] for m in config.methods
+    ]
+    splits = {
+        f: build(dataclasses.replace(config.data, train_fraction=f))[1]
+        for f in sorted({f for group in fractions for f in group})
+    }
+    largest = max(splits)
+    task, _ = build(dataclasses.replace(config.data, train_fraction=largest))
+    rows = []
+    for i, (method, group) in enumerate(zip(config.methods, fractions, strict=True)):
+        rows.append([])
+        for (seed, _), f in zip(method.members(), group, strict=True):
+            train, held_out = splits[f][seed].train_idx, splits[largest][seed]
+            if not np.isin(train, held_out.train_idx).all():
+                raise ConfigError(
+                    f"methods.{i}.sweep.data.train_fraction: data kind {config.data.kind!r} "
+                    f"does not nest its splits (seed {seed}'s training rows at {f:g} are not "
+                    f"all among those at {largest:g}), so the members cannot share "
+                    "validation rows."
+                )
+            padded = np.full(task.num_train, -1, np.int32)
+            padded[: len(train)] = train
+            rows[-1].append((padded, held_out.val_idx))
+    return task, rows
+
+
 def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[GroupState]]:
     """Build the task, and each method's group with its stacked initial member state.
 
@@ -102,7 +158,7 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
             "for the run) or call this inside `with jax.enable_x64(True):`."
         )
     all_seeds = [seed for method in config.methods for seed, _ in method.members()]
-    task, splits = config.data.build(config.batch_size, config.sampling, config.dtype, all_seeds)
+    task, member_rows = member_splits(config)
     # Methods may train different variants of the model (a Mamba model's activation).
     models = [config.method_model(method) for method in config.methods]
     variants = list(dict.fromkeys(models))
@@ -150,8 +206,8 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
     initial = init_all(rows_per_group, values_per_group, keys_per_group)
     keep_init = uses_init_params(config.probe_functions())
     groups, states = [], []
-    for method, model, opt, group_members, (params, opt_state) in zip(
-        config.methods, models, optimizers, members, initial, strict=True
+    for method, model, opt, group_members, (params, opt_state), rows in zip(
+        config.methods, models, optimizers, members, initial, member_rows, strict=True
     ):
         graphdef = graphdefs[model]
         features = model.features_fn(graphdef) if config.track_entropy else None
@@ -184,8 +240,8 @@ def init_groups(config: ExperimentConfig) -> tuple[Task, list[Group], list[Group
                 key=jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(
                     jnp.asarray(seeds, jnp.uint32)
                 ),
-                train_idx=jnp.asarray(np.stack([splits[s].train_idx for s in seeds]), jnp.int32),
-                val_idx=jnp.asarray(np.stack([splits[s].val_idx for s in seeds]), jnp.int32),
+                train_idx=jnp.asarray(np.stack([t for t, _ in rows]), jnp.int32),
+                val_idx=jnp.asarray(np.stack([v for _, v in rows]), jnp.int32),
                 input_noise=jnp.asarray(
                     [method.member_input_noise(h) for _, h in group_members], jnp.float32
                 ),
