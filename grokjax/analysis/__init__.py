@@ -3,8 +3,9 @@ every evaluation (:mod:`grokjax.analysis.probes`), Fourier analysis of modular-a
 networks (:mod:`grokjax.analysis.fourier`) and run and activation statistics
 (:mod:`grokjax.analysis.statistics`) and the mechanistic probes built on them
 (:mod:`grokjax.analysis.mechanistic`), exact match on ARC tasks
-(:mod:`grokjax.analysis.arc`) and confusion matrices on the validation rows
-(:mod:`grokjax.analysis.confusion`)."""
+(:mod:`grokjax.analysis.arc`), confusion matrices on the validation rows
+(:mod:`grokjax.analysis.confusion`) and Liu et al.'s learning phases from accuracy
+curves (:mod:`grokjax.analysis.phases`)."""
 
 from grokjax.analysis.arc import arc_exact_match
 from grokjax.analysis.confusion import confusion_counts, confusion_matrix, predicted_classes
@@ -25,6 +26,7 @@ from grokjax.analysis.mechanistic import (
     progress_measures,
     weight_evolution,
 )
+from grokjax.analysis.phases import PHASES, Phases, classify_phases, first_crossing
 from grokjax.analysis.probes import (
     ENTROPY_MEANS,
     ProbeContext,
@@ -50,7 +52,9 @@ from grokjax.analysis.statistics import (
 __all__ = [
     "EARLY_GROKKING_THRESHOLD",
     "ENTROPY_MEANS",
+    "PHASES",
     "GrokkingPhases",
+    "Phases",
     "ProbeContext",
     "activation_entropy",
     "activation_shapes",
@@ -59,11 +63,13 @@ __all__ = [
     "arc_exact_match",
     "attention_entropy",
     "attention_patterns",
+    "classify_phases",
     "confusion_counts",
     "confusion_matrix",
     "early_grokking_score",
     "early_grokking_scores",
     "excluded_logits",
+    "first_crossing",
     "fourier_basis",
     "fourier_fraction",
     "fourier_norms",

@@ -10,6 +10,7 @@ from grokjax.viz.analysis import (
     write_analysis_figures,
 )
 from grokjax.viz.confusion import plot_confusion, plot_confusion_steps, write_confusion_figures
+from grokjax.viz.phase_diagram import phase_diagram_section, write_phase_figures
 from grokjax.viz.plots import plot_curves, plot_steps_to_grok, write_figures
 from grokjax.viz.records import MethodCurves, RunRecord, load_run
 from grokjax.viz.report import results_table, write_report
@@ -19,6 +20,7 @@ __all__ = [
     "RunRecord",
     "analysis_section",
     "load_run",
+    "phase_diagram_section",
     "plot_activation_statistics",
     "plot_attention",
     "plot_confusion",
@@ -32,5 +34,6 @@ __all__ = [
     "write_analysis_figures",
     "write_confusion_figures",
     "write_figures",
+    "write_phase_figures",
     "write_report",
 ]

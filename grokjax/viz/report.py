@@ -12,6 +12,7 @@ from grokjax.viz.confusion import write_confusion_figures
 from grokjax.viz.entropy import entropy_findings, entropy_table, has_entropy
 from grokjax.viz.lm import is_lm, lm_findings, lm_levels_table, lm_table
 from grokjax.viz.paper_metrics import paper_metrics_section
+from grokjax.viz.phase_diagram import phase_diagram_section, write_phase_figures
 from grokjax.viz.plots import objective_summary, synthetic_task, write_figures
 from grokjax.viz.records import RunRecord, load_run
 
@@ -70,7 +71,7 @@ def results_table(record: RunRecord) -> str:
     return "\n".join(lines)
 
 
-def _data_line(data: dict) -> str:
+def _data_line(data: dict, swept_fraction: bool = False) -> str:
     if data.get("kind") == "sparse_parity":
         task = (
             f"sparse parity, {data['parity_bits']} parity + {data['noise_bits']} noise bits, "
@@ -91,6 +92,8 @@ def _data_line(data: dict) -> str:
     else:
         task = f"`{data['op']}` mod {data['p']}"
     fraction = f", {data['train_fraction']:.0%} train" if "train_fraction" in data else ""
+    if swept_fraction:  # members train at their own fraction (grokjax.train.state)
+        fraction = ", train fraction swept (validation: the rows held out at the largest)"
     return f"- data: {task}{fraction}, encoding `{data['encoding']}`"
 
 
@@ -121,10 +124,12 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
     with the mechanistic probes get an "## Analysis" section after the figures
     (:func:`grokjax.viz.analysis.analysis_section`), runs with the ``confusion_matrix``
     probe ``plots/confusion.png`` and ``plots/confusion_steps.png``
-    (:func:`grokjax.viz.confusion.write_confusion_figures`)."""
+    (:func:`grokjax.viz.confusion.write_confusion_figures`), runs whose methods sweep a
+    2-D grid the phase diagrams (:mod:`grokjax.viz.phase_diagram`)."""
     record = load_run(run_dir)
     write_figures(record)
     confusion = write_confusion_figures(record)  # none without the confusion_matrix probe
+    write_phase_figures(record)  # none without a method sweeping a 2-D grid
     cfg = record.config
     data, model = cfg["data"], cfg["model"]
     last = max((int(m.steps[-1]) for m in record.methods if m.steps.size), default=0)
@@ -134,7 +139,7 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
         "",
         cfg.get("description") or "",
         "",
-        _data_line(data),
+        _data_line(data, any("data.train_fraction" in m.get("sweep", {}) for m in cfg["methods"])),
         f"- precision: {cfg.get('dtype', 'float32')} parameters and activations; "
         f"{objective_summary(cfg)}",
         f"- model: {model['kind']} {_model_line(model)}",
@@ -202,6 +207,7 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
             ]
     for section in (
         paper_metrics_section(record),
+        phase_diagram_section(record),
         arc_section(record),
         evaluations_section(run_dir),
     ):
