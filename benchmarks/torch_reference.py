@@ -253,7 +253,7 @@ def _grokjax_time_child(args: argparse.Namespace) -> None:
     import jax
 
     from grokjax.train import run_experiment
-    from grokjax.train.compile_cache import enable
+    from grokjax.runs.compile_cache import enable
 
     enable(args.cache)
     config = grokjax_config(["ema"], [0], args.budget)

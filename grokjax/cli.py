@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.processes is not None:
         return _launch(args)
     if not args.no_compile_cache:
-        from grokjax.train import compile_cache
+        from grokjax.runs import compile_cache
 
         compile_cache.enable(args.compile_cache or compile_cache.default_dir())
     spread = (args.coordinator, args.process_id, args.num_processes)

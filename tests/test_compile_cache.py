@@ -10,7 +10,7 @@ import sys
 
 from conftest import TINY_MODULAR
 
-from grokjax.train.compile_cache import CompileWatch, default_dir
+from grokjax.runs.compile_cache import CompileWatch, default_dir
 
 
 def _run(run_dir, *flags: str) -> str:
