@@ -252,8 +252,8 @@ def grokjax_steps(args: argparse.Namespace) -> tuple[dict[str, dict[int, int | N
 def _grokjax_time_child(args: argparse.Namespace) -> None:
     import jax
 
-    from grokjax.train import run_experiment
     from grokjax.runs.compile_cache import enable
+    from grokjax.train import run_experiment
 
     enable(args.cache)
     config = grokjax_config(["ema"], [0], args.budget)

@@ -45,8 +45,8 @@ from tqdm.auto import tqdm
 from grokjax.errors import ConfigError, RunFolderError
 from grokjax.optim.specs import describe
 from grokjax.runs import RunFiles, checkpoint_due
-from grokjax.runs.timing import RunTimes
 from grokjax.runs.compile_cache import CompileWatch
+from grokjax.runs.timing import RunTimes
 from grokjax.train.config import ExperimentConfig
 from grokjax.train.detect import GrokDetector
 from grokjax.train.loading import load_config, to_dict
