@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from grokjax.analysis.phases import PHASES, classify_phases, first_crossing
 from grokjax.errors import ConfigError
-from grokjax.train import resolve, run_experiment
+from grokjax.train import TrainingDiverged, resolve, run_experiment
 from grokjax.train.state import member_splits
 from grokjax.viz import write_report
 from grokjax.viz.phase_diagram import is_log_spaced, phase_diagram_section, phase_grids
@@ -166,3 +168,49 @@ def test_moves_against_the_first_method_are_counted_from_the_grids():
     assert "median ×3.00 [2.00–4.00]; reached only by ortho: 1, only by adamw: 0" in lines[-1]
     elsewhere = dataclasses.replace(other, y=np.array([0.1, 2.0]))
     assert "not on adamw's grid" in _moves(base, elsewhere)[0]
+
+
+def test_a_diverging_corner_is_recorded_and_the_rest_of_the_grid_trains_on(tmp_path):
+    """lr 10³⁰ makes two of four members NaN at once; with on_divergence = "continue" the
+    other two train exactly as they do alone, and the stop waits only for them."""
+    base = tiny("phase_diagram", steps=40)
+    adamw = base.methods[0]
+
+    def grid(rates, **changes):
+        sweep = {"optimizer.0.learning_rate": rates, "optimizer.0.weight_decay": (0.1, 1.0)}
+        method = dataclasses.replace(adamw, sweep=sweep)
+        return dataclasses.replace(base, methods=(method,), **changes)
+
+    with pytest.warns(
+        RuntimeWarning, match=r"member 2: seed 0, optimizer\.0\.learning_rate=1e\+30"
+    ):
+        both = run_experiment(grid((1e-2, 1e30)), run_dir=tmp_path / "run", progress=False)
+    # members: learning rate outermost, then weight decay; the NaN shows at the first evaluation
+    assert both.detector.diverged[0].tolist() == [-1, -1, 10, 10]
+    assert not both.metric(0, "finite")[:, 2:].any() and both.metric(0, "finite")[:, :2].all()
+    alone = run_experiment(dataclasses.replace(grid((1e-2,)), on_divergence="stop"), progress=False)
+    for a, b in zip(
+        jax.tree.leaves(alone.final_states[0].params),
+        jax.tree.leaves(both.final_states[0].params),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[:2])
+    # the files name them: grokking.json, the report's line and the phase table's column
+    rows = json.loads((tmp_path / "run" / "grokking.json").read_text())
+    assert [r["diverged"] for r in rows] == [None, None, 10, 10]
+    report = write_report(tmp_path / "run").read_text()
+    assert "Diverged (loss or parameters NaN/Inf, or a runaway loss): 2 members" in report
+    phase_table = report.split("## Phase diagram")[1].splitlines()
+    assert next(row for row in phase_table if row.startswith("| adamw |")).endswith("| 2 |")
+    # the stop on the device waits for the healthy members only (the diverged count as done)
+    stopping = grid((1e-2, 1e30), stop_when_grokked=True, val_threshold=0.01, steps=400)
+    with pytest.warns(RuntimeWarning):
+        result = run_experiment(stopping, progress=False)
+    healthy = result.detector.generalised[0][:2]
+    assert (healthy > 0).all() and (result.detector.generalised[0][2:] < 0).all()
+    assert result.steps[-1] == healthy.max() < 400
+    # "stop" (the default) ends the run at the first NaN, naming the member
+    with pytest.raises(TrainingDiverged, match=r"member 2: seed 0.*on_divergence"):
+        run_experiment(grid((1e-2, 1e30), on_divergence="stop"), progress=False)
+    with pytest.raises(ConfigError, match=r"on_divergence"):
+        grid((1e-2,), on_divergence="ignore")

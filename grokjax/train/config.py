@@ -75,6 +75,10 @@ class ExperimentConfig:
     keep_checkpoints: int = 3
     # stop a member whose training loss exceeds this × its first evaluation's (0: never)
     divergence_factor: float = 1e4
+    # what a diverged member does to the run: "stop" it (TrainingDiverged), or "continue"
+    # without it (a sweep's divergent corner is a result, not a failure): the member is
+    # recorded as diverged, a warning names it, and it no longer holds up the stop
+    on_divergence: str = "stop"
     shard_members: bool = True
     member_axis: str = "auto"
     # devices that share one member's batch (the mesh's "data" axis): a larger model
@@ -165,6 +169,7 @@ class ExperimentConfig:
                 check(name, value > 0, "> 0 (a loss the detector waits for)", value)
             else:
                 check(name, 0 < value <= 1, "in (0, 1] (an accuracy)", value)
+        choice("on_divergence", self.on_divergence, ["stop", "continue"])
         check("checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
         check(
             "keep_checkpoints", self.keep_checkpoints >= 0, ">= 0 (0: all)", self.keep_checkpoints

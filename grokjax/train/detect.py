@@ -30,10 +30,14 @@ class GrokDetector:
     below: bool = False  # the watched metrics are losses: cross at or below the thresholds
     memorised: list[np.ndarray] = field(init=False)
     generalised: list[np.ndarray] = field(init=False)
+    # the step of the evaluation at which a member was found diverged (a run with
+    # ``on_divergence = "continue"`` trains on without it)
+    diverged: list[np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
         self.memorised = [np.full(n, -1, np.int64) for n in self.sizes]
         self.generalised = [np.full(n, -1, np.int64) for n in self.sizes]
+        self.diverged = [np.full(n, -1, np.int64) for n in self.sizes]
 
     def update(self, step: int, metrics: list[dict[str, np.ndarray]]) -> None:
         """Record ``step`` for members crossing a threshold for the first time."""
@@ -54,22 +58,32 @@ class GrokDetector:
         return all(bool(np.all(g >= 0)) for g in self.generalised)
 
     def member(self, g: int, m: int) -> dict[str, int | None]:
-        """``{"memorised": step, "generalised": step, "delay": steps}`` (None if not yet)."""
-        mem, gen = int(self.memorised[g][m]), int(self.generalised[g][m])
+        """``{"memorised": step, "generalised": step, "delay": steps, "diverged": step}``
+        (None if not yet)."""
+        mem, gen, div = (int(a[g][m]) for a in (self.memorised, self.generalised, self.diverged))
         mem_s = mem if mem >= 0 else None
         gen_s = gen if gen >= 0 else None
         delay = gen_s - mem_s if mem_s is not None and gen_s is not None else None
-        return {"memorised": mem_s, "generalised": gen_s, "delay": delay}
+        return {
+            "memorised": mem_s,
+            "generalised": gen_s,
+            "delay": delay,
+            "diverged": div if div >= 0 else None,
+        }
 
     def state_dict(self) -> dict[str, list[list[int]]]:
         return {
             "memorised": [a.tolist() for a in self.memorised],
             "generalised": [a.tolist() for a in self.generalised],
+            "diverged": [a.tolist() for a in self.diverged],
         }
 
     def load_state_dict(self, state: dict[str, list[list[int]]]) -> None:
         self.memorised = [np.asarray(a, np.int64) for a in state["memorised"]]
         self.generalised = [np.asarray(a, np.int64) for a in state["generalised"]]
+        # checkpoints written before divergence was recorded hold no "diverged"
+        diverged = state.get("diverged") or [np.full(n, -1) for n in self.sizes]
+        self.diverged = [np.asarray(a, np.int64) for a in diverged]
 
 
 def crossed(values, threshold: float, below: bool = False):

@@ -267,7 +267,12 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
     )
     member_axis = resolve_member_axis(config.member_axis, len(devices))
     stop_rule = (
-        StopRule(task.watch[1], config.val_threshold, task.watch_below)
+        StopRule(
+            task.watch[1],
+            config.val_threshold,
+            task.watch_below,
+            skip_diverged=config.on_divergence == "continue",
+        )
         if config.stop_when_grokked
         else None
     )
@@ -339,10 +344,12 @@ def _run(config, run_dir, resume, progress, devices, from_step, start_params=Non
             raise
 
     states = pad(states) if padded != sizes else states
-    # a resumed run's members that crossed already; padded copies never hold a stop up
+    # a resumed run's members that crossed (or diverged, with on_divergence = "continue")
+    # already; padded copies never hold a stop up
+    gone = config.on_divergence == "continue"
     crossed = [
-        place(np.concatenate([g >= 0, np.ones(p - m, bool)]), replicated)
-        for g, m, p in zip(detector.generalised, sizes, padded, strict=True)
+        place(np.concatenate([(g >= 0) | (gone & (d >= 0)), np.ones(p - m, bool)]), replicated)
+        for g, d, m, p in zip(detector.generalised, detector.diverged, sizes, padded, strict=True)
     ]
 
     def checkpoint(step: int) -> None:
@@ -512,33 +519,50 @@ def _postfix(result: RunResult) -> str:
 
 
 def _check_finite(result: RunResult, host_metrics, step: int, floor: float = 1.0) -> None:
-    """Stop on a member whose loss or parameters are NaN/Inf, or whose training loss
-    exceeds ``divergence_factor`` × its first evaluation's (at least ``floor``, the loss
-    of a uniform guess, so a first loss near 0 does not make every later blip a stop)."""
+    """Find members whose loss or parameters are NaN/Inf, or whose training loss exceeds
+    ``divergence_factor`` × its first evaluation's (at least ``floor``, the loss of a
+    uniform guess, so a first loss near 0 does not make every later blip a stop). With
+    ``on_divergence = "stop"`` the first one ends the run; with ``"continue"`` each is
+    named in a warning, once. Either way the detector records ``step`` as the member's
+    ``diverged``."""
     factor = result.config.divergence_factor
+    carry_on = result.config.on_divergence == "continue"
     for g, (group, m) in enumerate(zip(result.groups, host_metrics, strict=True)):
         first = result.history[g]["train_loss"]
         first = np.asarray(first[0] if first else m["train_loss"])
         first = np.maximum(np.nan_to_num(first, nan=floor), floor)
         exploded = factor * first < np.asarray(m["train_loss"]) if factor else False
-        bad = np.flatnonzero(~np.asarray(m["finite"], bool) | exploded)
-        if not bad.size:
-            continue
-        i = int(bad[0])
-        what = (
-            "loss or parameters became NaN/Inf"
-            if not m["finite"][i]
-            else f"training loss {float(m['train_loss'][i]):.3g} exceeds divergence_factor "
-            f"({factor:g}) × its first evaluation's ({float(first[i]):.3g})"
-        )
-        kept = (
-            f" Metrics up to the previous evaluation are in {result.run_dir}/metrics.jsonl "
-            "and earlier checkpoints are kept."
-            if result.run_dir
-            else ""
-        )
-        raise TrainingDiverged(
-            f"{group.member_name(i)}: {what} in the evaluation interval ending at step "
-            f"{step}.{kept} Its optimizer: {describe(group.method.optimizer)}. Lower the "
-            "learning rate or the filter's lamb, or check the data."
-        )
+        bad = ~np.asarray(m["finite"], bool) | exploded
+        if carry_on:
+            bad &= result.detector.diverged[g] < 0  # named once
+        for i in np.flatnonzero(bad):
+            what = (
+                "loss or parameters became NaN/Inf"
+                if not m["finite"][i]
+                else f"training loss {float(m['train_loss'][i]):.3g} exceeds divergence_factor "
+                f"({factor:g}) × its first evaluation's ({float(first[i]):.3g})"
+            )
+            where = (
+                f"{group.member_name(int(i))}: {what} in the evaluation interval ending at "
+                f"step {step}."
+            )
+            if result.detector is not None:  # grokking.json names it
+                result.detector.diverged[g][i] = step
+            if carry_on:
+                warnings.warn(
+                    f'{where} The other members train on (on_divergence = "continue").',
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            kept = (
+                f" Metrics up to the previous evaluation are in {result.run_dir}/metrics.jsonl "
+                "and earlier checkpoints are kept."
+                if result.run_dir
+                else ""
+            )
+            raise TrainingDiverged(
+                f"{where}{kept} Its optimizer: {describe(group.method.optimizer)}. Lower the "
+                "learning rate or the filter's lamb, or check the data; or train the other "
+                'members on with on_divergence = "continue".'
+            )

@@ -275,13 +275,14 @@ def _member_eval(
     x, y = ctx.val
     logits = group.evaluate_fn(state.params, x)
     val_loss = _mean(task.losses(logits, y, *group.loss))
-    out = {
-        "val_loss": val_loss,
-        "val_acc": jnp.mean(task.hits(logits, y)),
-        "finite": jnp.isfinite(optax.tree.norm(state.params))
+    finite = (
+        jnp.isfinite(optax.tree.norm(state.params))
         & jnp.isfinite(val_loss)
-        & jnp.isfinite(ctx.step_means.get("train_loss", 0.0)),
-    }
+        & jnp.isfinite(ctx.step_means.get("train_loss", 0.0))
+    )
+    # NaN logits still have an argmax: the accuracy of a diverged member is no number
+    val_acc = jnp.where(finite, jnp.mean(task.hits(logits, y)), jnp.nan)
+    out = {"val_loss": val_loss, "val_acc": val_acc, "finite": finite}
     taken = {"step", "method", "group", "member", "seed", "train_loss", "train_acc", *out}
     return {**out, **run_probes(probes, ctx, taken)}
 
@@ -358,7 +359,9 @@ def make_interval_fn(
     evaluation; the states come back as they went in and the metrics are zeros). The
     intervals the host dispatched ahead of its next sync then cost nothing and the
     final state is the one evaluated when the last member crossed: the host stops at
-    the first interval whose returned ``crossed`` is all true and drops the rest.
+    the first interval whose returned ``crossed`` is all true and drops the rest. With
+    the rule's ``skip_diverged``, a member whose loss or parameters are not finite counts
+    as crossed: it no longer holds the stop up.
     """
     keep_last = uses_last_step(probes)  # else the carry holds no gradients
     shuffle = task.sampling == "epoch"
@@ -427,9 +430,8 @@ def make_interval_fn(
             else:  # the skipped branch needs the evaluation's shapes: traced abstractly
                 shapes = jax.eval_shape(eval_fn, *args)
                 ev = lax.cond(done, functools.partial(_zeros, shapes), eval_fn, *args)
-            metrics.append(
-                {"train_loss": means["train_loss"], "train_acc": means["train_acc"], **ev}
-            )
+            train_acc = jnp.where(ev["finite"], means["train_acc"], jnp.nan)  # as val_acc
+            metrics.append({"train_loss": means["train_loss"], "train_acc": train_acc, **ev})
         return states, metrics
 
     if stop is None:
@@ -439,7 +441,7 @@ def make_interval_fn(
         done = jnp.all(jnp.stack([jnp.all(c) for c in crossed_G]))
         states, metrics = interval_fn(states, start_step, data, done=done)
         crossed_G = [
-            c | (~done & stop.crossed(m[stop.metric]))
+            c | (~done & (stop.crossed(m[stop.metric]) | (stop.skip_diverged & ~m["finite"])))
             for c, m in zip(crossed_G, metrics, strict=True)
         ]
         return states, metrics, crossed_G
@@ -463,6 +465,8 @@ class StopRule:
     metric: str = "val_acc"
     threshold: float = 0.95
     below: bool = False
+    # a member whose loss or parameters are NaN/Inf is done too (on_divergence = "continue")
+    skip_diverged: bool = False
 
     def crossed(self, values: jax.Array) -> jax.Array:
         """``values`` at or beyond the threshold, compared in their own dtype (as

@@ -41,6 +41,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap, LogNorm
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from grokjax.analysis.phases import LIU_DELAY, LIU_THRESHOLD, PHASES, classify_phases
@@ -73,6 +74,8 @@ class PhaseGrid:
     phase_YX: np.ndarray
     delay: float
     budget: float
+    # cells where a member diverged (trained on with on_divergence = "continue")
+    diverged_YX: np.ndarray | None = None
 
 
 def is_log_spaced(values) -> bool:
@@ -127,6 +130,8 @@ def phase_grids(record: RunRecord) -> list[PhaseGrid]:
         )
         counts = np.stack([(phase_XYS == i).sum(-1) for i in range(len(PHASES))], -1)
         phase_XY = np.argmax(counts, -1)  # the most common; ties: the earlier phase
+        gone = np.array([d is not None for d in curves.diverged] or [False] * len(reached))
+        diverged_XY = gone.reshape(nx, ny, seeds).any(-1)
         ox, oy = np.argsort(values[0]), np.argsort(values[1])
         out.append(
             PhaseGrid(
@@ -138,6 +143,7 @@ def phase_grids(record: RunRecord) -> list[PhaseGrid]:
                 phase_XY[ox][:, oy].T,
                 delay,
                 budget,
+                diverged_XY[ox][:, oy].T,
             )
         )
     return out
@@ -200,13 +206,23 @@ def _plot_phases(grids: list[PhaseGrid]):
     cmap = ListedColormap(PHASE_COLOURS)
     for ax, grid in zip(axes[0], grids, strict=True):
         _axes(ax, grid, grid.phase_YX, cmap=cmap, vmin=-0.5, vmax=len(PHASES) - 0.5)
+        _mark_diverged(ax, grid)
     handles = [Patch(color=c, label=p) for c, p in zip(PHASE_COLOURS, PHASES, strict=True)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(PHASES), frameon=False)
+    if any(g.diverged_YX is not None and g.diverged_YX.any() for g in grids):
+        handles.append(Line2D([], [], ls="", marker="x", color="red", label="diverged"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     fig.suptitle(
         f"Learning phases (Liu et al. 2022: {LIU_THRESHOLD:.0%} train/val accuracy, "
         f"delay ≥ {grids[0].delay:.0f} steps is grokking)"
     )
     return fig
+
+
+def _mark_diverged(ax, grid: PhaseGrid) -> None:
+    if grid.diverged_YX is None or not grid.diverged_YX.any():
+        return
+    i, j = np.nonzero(grid.diverged_YX)
+    ax.plot(grid.x[j], grid.y[i], ls="", marker="x", color="red", markersize=6)
 
 
 def write_phase_figures(run: str | pathlib.Path | RunRecord) -> list[pathlib.Path]:
@@ -308,11 +324,13 @@ def phase_diagram_section(record: RunRecord, figures: bool = True) -> str:
         f"**confusion** when t_train is not; Δ = {g0.delay:.0f} steps (the authors' values; "
         f"their budget was 10⁵ steps, so some members counted here as memorising may "
         "grok later). Training accuracy is the mean over each evaluation interval's "
-        "training batches; crossings are resolved to an evaluation interval.",
+        "training batches; crossings are resolved to an evaluation interval. A grid "
+        "point where a member diverged (NaN/Inf or a runaway loss; × in the phase figure) "
+        "keeps the phase its accuracy curves give.",
         "",
         "| method | " + " | ".join(PHASES) + f" | reach {threshold:.0%} val | "
-        f"median steps to {threshold:.0%} val |",
-        "|---|" + "---|" * (len(PHASES) + 2),
+        f"median steps to {threshold:.0%} val | diverged |",
+        "|---|" + "---|" * (len(PHASES) + 3),
     ]
     for g in grids:
         counts = [int(np.sum(g.phase_YX == i)) for i in range(len(PHASES))]
@@ -321,7 +339,8 @@ def phase_diagram_section(record: RunRecord, figures: bool = True) -> str:
         lines.append(
             f"| {g.label} | "
             + " | ".join(map(str, counts))
-            + f" | {hit.size}/{g.steps_YX.size} | {median} |"
+            + f" | {hit.size}/{g.steps_YX.size} | {median} | "
+            f"{0 if g.diverged_YX is None else int(g.diverged_YX.sum())} |"
         )
     if len(grids) > 1:
         lines += ["", f"Against {g0.label} at the same grid points:", ""]

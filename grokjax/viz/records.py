@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,8 @@ class MethodCurves:
     metrics: dict[str, np.ndarray]
     generalised: list[int | None]  # first step with val acc >= threshold, per member
     memorised: list[int | None]
+    # the evaluation at which a member diverged (None: never, or not recorded)
+    diverged: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +93,7 @@ def load_run(run_dir: str | pathlib.Path) -> RunRecord:
                 metrics=metrics,
                 generalised=generalised,
                 memorised=memorised,
+                diverged=[r.get("diverged") for r in gr] or [None] * len(generalised),
             )
         )
     return RunRecord(run_dir, config, methods)

@@ -71,6 +71,32 @@ def results_table(record: RunRecord) -> str:
     return "\n".join(lines)
 
 
+def diverged_line(record: RunRecord, listed: int = 6) -> str:
+    """Which members diverged and when ('' when none did), at most ``listed`` by name.
+
+    >>> from grokjax.viz.records import MethodCurves
+    >>> curves = MethodCurves("adamw", [0, 1], np.arange(1), {}, [None] * 2, [None] * 2,
+    ...                       diverged=[None, 40])
+    >>> print(diverged_line(RunRecord(None, {}, [curves])).split(": ", 1)[1])
+    1 member: adamw member 1 (seed 1) at step 40.
+    """
+    gone = [
+        (m.label, i, seed, step)
+        for m in record.methods
+        for i, (seed, step) in enumerate(zip(m.seeds, m.diverged, strict=False))
+        if step is not None
+    ]
+    if not gone:
+        return ""
+    named = [f"{label} member {i} (seed {seed}) at step {step}" for label, i, seed, step in gone]
+    more = f" and {len(named) - listed} more" if len(named) > listed else ""
+    plural = "s" if len(gone) > 1 else ""
+    return (
+        "Diverged (loss or parameters NaN/Inf, or a runaway loss): "
+        f"{len(gone)} member{plural}: {', '.join(named[:listed])}{more}."
+    )
+
+
 def _data_line(data: dict, swept_fraction: bool = False) -> str:
     if data.get("kind") == "sparse_parity":
         task = (
@@ -159,6 +185,8 @@ def write_report(run_dir: str | pathlib.Path, *, extra: str = "") -> pathlib.Pat
             f"'>{record.budget}' rather than extrapolated.",
             "",
         ]
+    if diverged := diverged_line(record):
+        lines += [diverged, ""]
     if is_lm(record):
         lines += [
             "## Language-model convergence",
