@@ -102,7 +102,7 @@ def test_a_diverging_member_exits_3_naming_its_learning_rate(tmp_path, capsys):
     assert code == 3
     assert "adamw[member 0: seed 0]" in err and "learning_rate=1e+30" in err
     assert (run_dir / "metrics.jsonl").exists() and (run_dir / "grokking.json").exists()
-    diverged = [r["diverged"] for r in json.loads((run_dir / "grokking.json").read_text())]
+    diverged = [r.get("diverged") for r in json.loads((run_dir / "grokking.json").read_text())]
     assert diverged[0] is not None and diverged[1:] == [None] * (len(diverged) - 1)
 
 

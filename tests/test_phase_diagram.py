@@ -197,7 +197,7 @@ def test_a_diverging_corner_is_recorded_and_the_rest_of_the_grid_trains_on(tmp_p
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[:2])
     # the files name them: grokking.json, the report's line and the phase table's column
     rows = json.loads((tmp_path / "run" / "grokking.json").read_text())
-    assert [r["diverged"] for r in rows] == [None, None, 10, 10]
+    assert [r.get("diverged") for r in rows] == [None, None, 10, 10]
     report = write_report(tmp_path / "run").read_text()
     assert "Diverged (loss or parameters NaN/Inf, or a runaway loss): 2 members" in report
     phase_table = report.split("## Phase diagram")[1].splitlines()

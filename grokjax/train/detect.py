@@ -58,18 +58,15 @@ class GrokDetector:
         return all(bool(np.all(g >= 0)) for g in self.generalised)
 
     def member(self, g: int, m: int) -> dict[str, int | None]:
-        """``{"memorised": step, "generalised": step, "delay": steps, "diverged": step}``
-        (None if not yet)."""
+        """``{"memorised": step, "generalised": step, "delay": steps}`` (None if not yet),
+        and ``"diverged": step`` for a member that diverged."""
         mem, gen, div = (int(a[g][m]) for a in (self.memorised, self.generalised, self.diverged))
         mem_s = mem if mem >= 0 else None
         gen_s = gen if gen >= 0 else None
         delay = gen_s - mem_s if mem_s is not None and gen_s is not None else None
-        return {
-            "memorised": mem_s,
-            "generalised": gen_s,
-            "delay": delay,
-            "diverged": div if div >= 0 else None,
-        }
+        row = {"memorised": mem_s, "generalised": gen_s, "delay": delay}
+        # only when it happened: grokking.json of a healthy run keeps its old form
+        return row | ({"diverged": div} if div >= 0 else {})
 
     def state_dict(self) -> dict[str, list[list[int]]]:
         return {
